@@ -1,0 +1,3 @@
+from hfx.cli import main
+
+main()

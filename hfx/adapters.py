@@ -1,0 +1,75 @@
+"""apply_peft: wrap the model in a PEFT adapter (LoRA), training in full the weights the checkpoint lacked."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+from typing import Any
+
+from omegaconf import DictConfig
+
+from hfx.errors import HfxError
+from hfx.registry import Registry
+
+log = logging.getLogger("hfx")
+
+PEFT_METHODS: Registry[Callable[..., Any]] = Registry("peft method")
+
+# The usual attention projections per model_type, when peft.target_modules is empty.
+DEFAULT_TARGETS = {
+    "bert": ["query", "value"], "roberta": ["query", "value"], "distilbert": ["q_lin", "v_lin"],
+    "llama": ["q_proj", "v_proj"], "mistral": ["q_proj", "v_proj"], "qwen2": ["q_proj", "v_proj"],
+    "gpt2": ["c_attn"], "bart": ["q_proj", "v_proj"], "t5": ["q", "v"],
+}
+
+
+def apply_peft(model: Any, pcfg: DictConfig, fresh_modules: list[str], task_type: str | None,
+               head_modules: tuple[str, ...] = ()) -> Any:
+    """`head_modules`: the task's head (e.g. pooler + classifier), trained in full where the model has them."""
+    names = [name for name, _ in model.named_modules()]
+    heads = [h for h in head_modules if any(n == h or n.endswith("." + h) for n in names)]
+    return PEFT_METHODS.get(pcfg.name)(model, pcfg, list(dict.fromkeys([*fresh_modules, *heads])), task_type)
+
+
+@PEFT_METHODS.register("none")
+def no_peft(model: Any, pcfg: DictConfig, train_in_full: list[str], task_type: str | None) -> Any:
+    return model
+
+
+def _leaf_names(model: Any) -> list[str]:
+    return sorted({name.rsplit(".", 1)[-1] for name, mod in model.named_modules()
+                   if name and type(mod).__name__ in ("Linear", "Conv1D", "Embedding")})
+
+
+@PEFT_METHODS.register("lora")
+def lora(model: Any, pcfg: DictConfig, train_in_full: list[str], task_type: str | None) -> Any:
+    targets = list(pcfg.target_modules) or DEFAULT_TARGETS.get(model.config.model_type)
+    if not targets:
+        raise HfxError(
+            f"peft.target_modules: no default for model type '{model.config.model_type}'; "
+            f"name some of: {', '.join(_leaf_names(model)[:12])}"
+        )
+    module_names = [name for name, _ in model.named_modules()]
+    for t in targets:
+        if not any(n == t or n.endswith("." + t) for n in module_names):
+            raise HfxError(
+                f"peft.target_modules: the model has no module '{t}'; it has e.g. {', '.join(_leaf_names(model)[:12])}"
+            )
+    # Fresh weights (new heads, a pooler the checkpoint lacks) would stay frozen at random under LoRA.
+    to_save = list(dict.fromkeys([*pcfg.modules_to_save, *train_in_full]))
+    from peft import LoraConfig, get_peft_model
+
+    config = LoraConfig(r=pcfg.r, lora_alpha=pcfg.alpha, lora_dropout=pcfg.dropout, target_modules=targets,
+                        modules_to_save=list(to_save) or None, bias=pcfg.bias, task_type=task_type)
+    model = get_peft_model(model, config)
+    trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
+    total = sum(p.numel() for p in model.parameters())
+    log.info("LoRA r=%d on %s; trained in full: %s; trainable %.2fM of %.2fM parameters (%.2f%%)", pcfg.r,
+             ",".join(targets), ",".join(to_save) or "none", trainable / 1e6, total / 1e6, 100 * trainable / total)
+    return model
+
+
+def merge_for_saving(model: Any, pcfg: DictConfig) -> Any:
+    if pcfg.name != "none" and pcfg.merge_on_save and hasattr(model, "merge_and_unload"):
+        return model.merge_and_unload()
+    return model

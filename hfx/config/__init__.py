@@ -1,0 +1,1 @@
+"""Typed config schemas and their registration with Hydra's ConfigStore."""

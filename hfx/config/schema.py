@@ -1,0 +1,191 @@
+"""Dataclass schemas for every config group. The YAML in conf/ merges onto these, so a misspelled key or a
+wrong type fails when the config is composed, before anything heavy is loaded."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, Optional
+
+from omegaconf import MISSING
+
+
+@dataclass
+class ModelConfig:
+    # A hub id or local directory of a pretrained model; leave empty to build `architecture` from scratch.
+    name_or_path: Optional[str] = None
+    # Registry name of an architecture to build from a config (bert, llama, gpt2, bart, ...).
+    architecture: Optional[str] = None
+    # Config fields: the whole config for `architecture`, or overrides on a pretrained config
+    # (e.g. attention_probs_dropout_prob: 0.0).
+    config: dict[str, Any] = field(default_factory=dict)
+    revision: Optional[str] = None
+    trust_remote_code: bool = False
+
+
+@dataclass
+class TokenizerConfig:
+    # Registry name: `pretrained` (the model's own, or `name_or_path`), `wordpiece` or `bpe` (trained on the train split).
+    kind: str = "pretrained"
+    name_or_path: Optional[str] = None
+    max_length: int = 128
+    vocab_size: int = 8000
+    min_frequency: int = 2
+    lowercase: bool = True
+    # Texts read from the training split to train a tokenizer (0 = all).
+    train_samples: int = 0
+
+
+@dataclass
+class DatasetConfig:
+    # A hub dataset id, or a builder for local files: csv, json, parquet, text.
+    path: str = MISSING
+    name: Optional[str] = None
+    # split name -> file or list of files (relative to where hfx is started, or absolute).
+    data_files: Optional[dict[str, Any]] = None
+    # A local folder holding <split>.csv / .jsonl / .json / .parquet / .txt files: read those instead of `path`.
+    data_dir: Optional[str] = None
+    revision: Optional[str] = None
+    train_split: str = "train"
+    eval_split: str = "validation"
+    # Fraction carved from the train split (seeded) when there is no `eval_split`.
+    validation_split: Optional[float] = None
+    max_train_samples: Optional[int] = None
+    max_eval_samples: Optional[int] = None
+    # sequence classification
+    text_column: str = "text"
+    text_pair_column: Optional[str] = None
+    label_column: str = "label"
+    # Names for integer labels 0..n-1 (e.g. [negative, positive]); string labels name themselves.
+    label_names: Optional[list[str]] = None
+    # token classification
+    tokens_column: str = "tokens"
+    tags_column: str = "ner_tags"
+    # question answering
+    id_column: str = "id"
+    question_column: str = "question"
+    context_column: str = "context"
+    answers_column: str = "answers"
+    # instruction SFT
+    instruction_column: str = "instruction"
+    input_column: str = "input"
+    output_column: str = "output"
+    # seq2seq; a dotted name reads a field of a dict column (translation.en)
+    source_column: str = "source"
+    target_column: str = "target"
+
+
+@dataclass
+class PeftConfig:
+    # Registry name: none, lora.
+    name: str = "none"
+    r: int = 8
+    alpha: int = 16
+    dropout: float = 0.1
+    # Module names to adapt; empty = the architecture's usual attention projections.
+    target_modules: list[str] = field(default_factory=list)
+    # Extra modules trained in full; weights the checkpoint lacks (new heads) are always added.
+    modules_to_save: list[str] = field(default_factory=list)
+    bias: str = "none"
+    # Save the merged model (loadable without peft) rather than the adapter alone.
+    merge_on_save: bool = True
+
+
+@dataclass
+class TrainerConfig:
+    """Fields of transformers.TrainingArguments, passed through by name. `extra` takes any other field."""
+
+    learning_rate: float = 5e-5
+    num_train_epochs: float = 1.0
+    max_steps: int = -1
+    per_device_train_batch_size: int = 32
+    per_device_eval_batch_size: int = 64
+    gradient_accumulation_steps: int = 1
+    warmup_steps: float = 0.0
+    weight_decay: float = 0.0
+    lr_scheduler_type: str = "linear"
+    max_grad_norm: float = 1.0
+    optim: str = "adamw_torch"
+    adam_beta1: float = 0.9
+    adam_beta2: float = 0.999
+    adam_epsilon: float = 1e-8
+    label_smoothing_factor: float = 0.0
+    eval_strategy: str = "no"
+    eval_steps: Optional[float] = None
+    eval_on_start: bool = False
+    save_strategy: str = "no"
+    save_steps: float = 500
+    save_total_limit: Optional[int] = None
+    load_best_model_at_end: bool = False
+    metric_for_best_model: Optional[str] = None
+    greater_is_better: Optional[bool] = None
+    logging_strategy: str = "steps"
+    logging_steps: float = 50
+    logging_first_step: bool = False
+    seed: int = 42
+    data_seed: Optional[int] = None
+    full_determinism: bool = False
+    # null = auto: on where the hardware runs it fast (CUDA with bf16, or a CPU with AMX / avx512_bf16).
+    bf16: Optional[bool] = None
+    fp16: bool = False
+    use_cpu: bool = False
+    # group_by_length pads least; hfx keeps evaluation sequential either way.
+    train_sampling_strategy: str = "group_by_length"
+    gradient_checkpointing: bool = False
+    dataloader_num_workers: int = 0
+    dataloader_drop_last: bool = False
+    eval_accumulation_steps: Optional[int] = None
+    torch_compile: bool = False
+    # null = the task's choice (sequence classification turns it off: its loss ignores it and doubles under DDP).
+    average_tokens_across_devices: Optional[bool] = None
+    disable_tqdm: Optional[bool] = None
+    resume_from_checkpoint: Optional[str] = None
+    extra: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass
+class LoggerConfig:
+    # Registry name: none, wandb, tensorboard.
+    name: str = "none"
+    project: str = "hfx"
+    entity: Optional[str] = None
+    # wandb mode: null = online with an API key, offline without one.
+    mode: Optional[str] = None
+    tags: list[str] = field(default_factory=list)
+    group: Optional[str] = None
+
+
+@dataclass
+class TrainConfig:
+    task: Any = MISSING
+    model: ModelConfig = field(default_factory=ModelConfig)
+    tokenizer: TokenizerConfig = field(default_factory=TokenizerConfig)
+    dataset: DatasetConfig = field(default_factory=DatasetConfig)
+    peft: PeftConfig = field(default_factory=PeftConfig)
+    trainer: TrainerConfig = field(default_factory=TrainerConfig)
+    logger: LoggerConfig = field(default_factory=LoggerConfig)
+    experiment_name: str = "default"
+    # Where tokenizers and tokenized datasets are cached (reused when the same config runs again).
+    cache_dir: str = "~/.cache/hfx"
+    # Number of evaluation examples written to predictions.jsonl (-1 = all).
+    num_predictions: int = -1
+    # Print the resolved config at the start of a run.
+    print_config: bool = False
+
+
+@dataclass
+class PredictConfig:
+    run: str = MISSING
+    input: Optional[str] = None
+    input_file: Optional[str] = None
+    output_file: Optional[str] = None
+    # Pipeline keyword arguments (e.g. top_k, max_new_tokens).
+    pipeline: dict[str, Any] = field(default_factory=dict)
+    batch_size: int = 16
+
+
+@dataclass
+class EvaluateConfig:
+    run: str = MISSING
+    dataset: dict[str, Any] = field(default_factory=dict)
+    output_dir: Optional[str] = None
+    per_device_eval_batch_size: int = 64

@@ -1,0 +1,195 @@
+"""Loading raw splits (hub ids or local files) and caching tokenized features by fingerprint."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import os
+import shutil
+from pathlib import Path
+from typing import Any
+
+from omegaconf import DictConfig, OmegaConf
+
+from hfx.distributed import main_process_first
+from hfx.errors import HfxError, one_of
+from hfx.registry import Registry
+
+log = logging.getLogger("hfx")
+
+# Builders that read local files, with the file extensions they take.
+FILE_BUILDERS: Registry[tuple[str, ...]] = Registry("dataset builder")
+FILE_BUILDERS.add("csv", (".csv", ".tsv"))
+FILE_BUILDERS.add("json", (".json", ".jsonl"))
+FILE_BUILDERS.add("parquet", (".parquet",))
+FILE_BUILDERS.add("text", (".txt", ".text"))
+
+# Bump when preprocessing changes in a way the fingerprint cannot see.
+PREPROCESS_VERSION = "1"
+
+
+def _files(spec: Any) -> list[str]:
+    if spec is None:
+        return []
+    if isinstance(spec, str):
+        return [spec]
+    return [str(s) for s in spec]
+
+
+def local_data_files(dcfg: DictConfig) -> tuple[str, dict[str, list[str]]]:
+    """(builder, split -> absolute files) for local data; ('', {}) for a hub dataset. Missing files fail here."""
+    if dcfg.data_dir:
+        folder = Path(os.path.expanduser(dcfg.data_dir))
+        if not folder.is_dir():
+            raise HfxError(f"dataset.data_dir: folder '{dcfg.data_dir}' does not exist")
+        found: dict[str, list[str]] = {}
+        builders = set()
+        for builder in FILE_BUILDERS:
+            for ext in FILE_BUILDERS.get(builder):
+                for f in sorted(folder.glob(f"*{ext}")):
+                    found.setdefault(f.stem, []).append(str(f.resolve()))
+                    builders.add(builder)
+        if not found:
+            exts = ", ".join(e for b in FILE_BUILDERS for e in FILE_BUILDERS.get(b))
+            raise HfxError(f"dataset.data_dir: no data files ({exts}) in '{dcfg.data_dir}'")
+        if len(found) == 1 and dcfg.train_split not in found:  # one file (e.g. input.txt) is the train split
+            found = {dcfg.train_split: next(iter(found.values()))}
+        if len(builders) > 1:
+            raise HfxError(f"dataset.data_dir: '{dcfg.data_dir}' mixes file types ({', '.join(sorted(builders))})")
+        return builders.pop(), found
+    data_files = OmegaConf.to_container(dcfg.data_files, resolve=True) if dcfg.data_files else {}
+    out: dict[str, list[str]] = {}
+    for split, spec in data_files.items():
+        files = []
+        for f in _files(spec):
+            p = Path(os.path.expanduser(f))
+            if not p.is_file():
+                raise HfxError(f"dataset.data_files.{split}: file '{f}' does not exist")
+            files.append(str(p.resolve()))
+        out[split] = files
+    if dcfg.path in FILE_BUILDERS and not out:
+        raise HfxError(f"dataset.data_files: builder '{dcfg.path}' reads local files; give at least a train file")
+    return (dcfg.path if out else ""), out
+
+
+def load_splits(dcfg: DictConfig, seed: int) -> Any:
+    """DatasetDict with `train` and `eval` splits, carved and capped as the config says."""
+    import datasets
+
+    datasets.logging.set_verbosity_error()
+    builder, data_files = local_data_files(dcfg)
+    if data_files and dcfg.train_split not in data_files:
+        raise HfxError(f"dataset: no '{dcfg.train_split}' file among the splits {', '.join(data_files)}")
+    try:
+        if data_files:
+            loaded = datasets.load_dataset(builder, data_files=data_files)
+        else:
+            loaded = datasets.load_dataset(dcfg.path, dcfg.name, revision=dcfg.revision)
+    except FileNotFoundError as e:
+        raise HfxError(f"dataset.path: cannot load '{dcfg.path}' ({str(e).splitlines()[0]})") from e
+    except (ValueError, datasets.exceptions.DatasetGenerationError) as e:
+        raise HfxError(f"dataset '{dcfg.path}': cannot read it ({str(e).splitlines()[0]})") from e
+    if dcfg.train_split not in loaded:
+        raise one_of("dataset split (dataset.train_split)", dcfg.train_split, loaded.keys())
+    train = loaded[dcfg.train_split]
+    if dcfg.eval_split in loaded and dcfg.validation_split is None:
+        evaluation = loaded[dcfg.eval_split]
+    elif dcfg.validation_split:
+        if not 0 < dcfg.validation_split < 1:
+            raise HfxError(f"dataset.validation_split: expected a fraction in (0, 1), got {dcfg.validation_split}")
+        parts = train.train_test_split(test_size=dcfg.validation_split, seed=seed)
+        train, evaluation = parts["train"], parts["test"]
+    else:
+        raise HfxError(
+            f"dataset: no '{dcfg.eval_split}' split (have {', '.join(loaded)}); "
+            "set dataset.eval_split or dataset.validation_split (a fraction of train)"
+        )
+    train = _cap(train, dcfg.max_train_samples, "dataset.max_train_samples")
+    evaluation = _cap(evaluation, dcfg.max_eval_samples, "dataset.max_eval_samples")
+    if len(train) == 0:
+        raise HfxError("dataset: the training split is empty (check dataset.max_train_samples and the train file)")
+    if len(evaluation) == 0:
+        raise HfxError("dataset: the evaluation split is empty (check dataset.max_eval_samples and the eval file)")
+    return datasets.DatasetDict(train=train, eval=evaluation)
+
+
+def _cap(split: Any, n: int | None, key: str) -> Any:
+    if n is None or n < 0:
+        return split
+    return split.select(range(min(n, len(split))))
+
+
+def column(split: Any, name: str) -> list[Any]:
+    """A column by name; `a.b` reads field b of dict column a (e.g. translation.en)."""
+    head, _, field = name.partition(".")
+    values = split[head]
+    return [v[field] for v in values] if field else list(values)
+
+
+def require_columns(split: Any, cfg_keys: dict[str, str], what: str) -> None:
+    """Fail with the config key, the missing column and the columns that exist."""
+    cols = split.column_names
+    for key, name in cfg_keys.items():
+        head = name.split(".")[0]
+        if head not in cols:
+            raise HfxError(
+                f"dataset.{key}: column '{head}' is not in the {what} data; columns: {', '.join(cols)}"
+            )
+
+
+def tokenizer_fingerprint(tokenizer: Any) -> str:
+    h = hashlib.sha256()
+    backend = getattr(tokenizer, "backend_tokenizer", None)
+    if backend is not None:
+        # Truncation/padding state changes as soon as the tokenizer is called: leave it out.
+        state = json.loads(backend.to_str())
+        state.pop("truncation", None)
+        state.pop("padding", None)
+        h.update(json.dumps(state, sort_keys=True).encode())
+    else:
+        h.update(repr(sorted(tokenizer.get_vocab().items())).encode())
+    h.update(repr(sorted(tokenizer.special_tokens_map.items())).encode())
+    h.update(repr((tokenizer.padding_side, tokenizer.truncation_side, getattr(tokenizer, "chat_template", None))).encode())
+    return h.hexdigest()[:16]
+
+
+def features_fingerprint(split: Any, tokenizer: Any, cfg: DictConfig, labels: list[str] | None, train: bool) -> str:
+    parts = {
+        "data": split._fingerprint,
+        "tokenizer": tokenizer_fingerprint(tokenizer),
+        "task": OmegaConf.to_container(cfg.task, resolve=True),
+        "dataset": OmegaConf.to_container(cfg.dataset, resolve=True),
+        "max_length": cfg.tokenizer.max_length,
+        "labels": labels,
+        "train": train,
+        "version": PREPROCESS_VERSION,
+    }
+    return hashlib.sha256(json.dumps(parts, sort_keys=True, default=str).encode()).hexdigest()[:20]
+
+
+def tokenize_splits(raw: Any, task: Any, tokenizer: Any, cfg: DictConfig, labels: list[str] | None) -> dict[str, Any]:
+    """Tokenize train and eval, reusing the cache when data, tokenizer and preprocessing config are unchanged."""
+    import datasets
+
+    root = Path(os.path.expanduser(cfg.cache_dir)) / "features"
+    out = {}
+    for split_name, split in raw.items():
+        train = split_name == "train"
+        fp = features_fingerprint(split, tokenizer, cfg, labels, train)
+        path = root / f"{cfg.task.name}-{split_name}-{fp}"
+        with main_process_first():
+            if path.is_dir():
+                log.info("reusing tokenized %s split from cache %s", split_name, path)
+                out[split_name] = datasets.load_from_disk(str(path))
+                continue
+            log.info("tokenizing %s split (%d rows) -> cache %s", split_name, len(split), path)
+            features = task.preprocess(split, tokenizer, cfg, labels, train)
+            tmp = path.with_name(path.name + f".tmp{os.getpid()}")
+            features.save_to_disk(str(tmp))
+            try:
+                tmp.rename(path)
+            except OSError:  # another process finished first: keep its copy
+                shutil.rmtree(tmp, ignore_errors=True)
+            out[split_name] = datasets.load_from_disk(str(path))
+    return out

@@ -1,0 +1,20 @@
+"""User-facing errors: one line that names the key, file or column at fault and what was expected."""
+
+from __future__ import annotations
+
+import difflib
+from collections.abc import Iterable
+
+
+class HfxError(Exception):
+    """An error in the user's config or data. The CLI prints it as one line and exits non-zero."""
+
+
+def did_you_mean(word: str, choices: Iterable[str]) -> str:
+    close = difflib.get_close_matches(word, list(choices), n=1, cutoff=0.6)
+    return f" (did you mean '{close[0]}'?)" if close else ""
+
+
+def one_of(what: str, name: str, valid: Iterable[str]) -> HfxError:
+    valid = sorted(valid)
+    return HfxError(f"unknown {what} '{name}'{did_you_mean(name, valid)}; valid: {', '.join(valid)}")

@@ -1,0 +1,94 @@
+"""RunDir: what a run leaves for a person to open: config.yaml, metrics.json, predictions.jsonl, model/."""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import shutil
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from omegaconf import DictConfig, OmegaConf
+
+SECRET_NAME = re.compile(r"(KEY|TOKEN|SECRET|PASSWORD|PASSWD|CREDENTIAL|AUTH)", re.I)
+SECRET_KEY = re.compile(r"^(.*_)?(api_key|apikey|secret|password|hf_token|auth_token|access_token)$", re.I)
+REDACTED = "***redacted***"
+
+
+def redact(value: Any) -> Any:
+    """Replace anything that holds the value of a secret-looking environment variable, at any depth."""
+    secrets = [v for k, v in os.environ.items() if SECRET_NAME.search(k) and len(v) >= 6]
+
+    def walk(x: Any, key: str = "") -> Any:
+        if isinstance(x, dict):
+            return {k: walk(v, str(k)) for k, v in x.items()}
+        if isinstance(x, list):
+            return [walk(v, key) for v in x]
+        if isinstance(x, str):
+            if any(s in x for s in secrets) or (SECRET_KEY.match(key) and x):
+                return REDACTED
+        return x
+
+    return walk(value)
+
+
+def resolved_config(cfg: DictConfig) -> dict[str, Any]:
+    return redact(OmegaConf.to_container(cfg, resolve=True))
+
+
+@dataclass
+class RunDir:
+    path: Path
+
+    @property
+    def model_dir(self) -> Path:
+        return self.path / "model"
+
+    def write_config(self, cfg: DictConfig) -> dict[str, Any]:
+        resolved = resolved_config(cfg)
+        self.path.mkdir(parents=True, exist_ok=True)
+        (self.path / "config.yaml").write_text(OmegaConf.to_yaml(OmegaConf.create(resolved)))
+        # Hydra's own copy keeps interpolations (e.g. ${oc.env:...}); scrub its overrides of secrets too.
+        hydra_dir = self.path / ".hydra"
+        for name in ("overrides.yaml", "config.yaml", "hydra.yaml"):
+            f = hydra_dir / name
+            if f.is_file():
+                text = f.read_text()
+                for k, v in os.environ.items():
+                    if SECRET_NAME.search(k) and len(v) >= 6 and v in text:
+                        text = text.replace(v, REDACTED)
+                f.write_text(text)
+        return resolved
+
+    def write_json(self, name: str, data: dict[str, Any]) -> Path:
+        target = self.path / name
+        tmp = target.with_suffix(target.suffix + ".tmp")
+        tmp.write_text(json.dumps(data, indent=2, sort_keys=True) + "\n")
+        tmp.replace(target)
+        return target
+
+    def write_jsonl(self, name: str, rows: list[dict[str, Any]]) -> Path:
+        target = self.path / name
+        with target.open("w") as f:
+            for row in rows:
+                f.write(json.dumps(row, ensure_ascii=False, default=str) + "\n")
+        return target
+
+    def save_model(self, model: Any, tokenizer: Any, extra_files: dict[str, Any] | None = None) -> Path:
+        """Write to a temporary folder, then move into place: a failed save never leaves a half model."""
+        tmp = self.path / "model.partial"
+        shutil.rmtree(tmp, ignore_errors=True)
+        model.save_pretrained(str(tmp))
+        tokenizer.save_pretrained(str(tmp))
+        for name, data in (extra_files or {}).items():
+            (tmp / name).write_text(json.dumps(data, indent=2) + "\n")
+        if self.model_dir.exists():
+            shutil.rmtree(self.model_dir)
+        tmp.rename(self.model_dir)
+        return self.model_dir
+
+    def mark_failed(self, message: str) -> None:
+        if self.path.is_dir():
+            (self.path / "FAILED").write_text(message + "\n")

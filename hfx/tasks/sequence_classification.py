@@ -1,0 +1,148 @@
+"""Sequence classification: single texts or text pairs -> one label (sentiment, topic, NLI, ...)."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from dataclasses import dataclass
+from typing import Any
+
+from omegaconf import DictConfig
+
+from hfx.data import require_columns
+from hfx.errors import HfxError
+from hfx.tasks.base import TASKS, Evaluation, Task, TaskConfig
+
+
+@dataclass
+class SequenceClassificationConfig(TaskConfig):
+    name: str = "sequence_classification"
+
+
+def _columns(cfg: DictConfig) -> dict[str, str]:
+    cols = {"text_column": cfg.dataset.text_column, "label_column": cfg.dataset.label_column}
+    if cfg.dataset.text_pair_column:
+        cols["text_pair_column"] = cfg.dataset.text_pair_column
+    return cols
+
+
+class SequenceClassification(Task):
+    name = "sequence_classification"
+    pipeline_task = "text-classification"
+    schema = SequenceClassificationConfig
+    predict_fields = ("text", "text_pair")
+    peft_task_type = "SEQ_CLS"
+    head_modules = ("pooler", "classifier", "score", "pre_classifier")
+
+    def auto_model_class(self, cfg: DictConfig) -> Any:
+        from transformers import AutoModelForSequenceClassification
+
+        return AutoModelForSequenceClassification
+
+    def validate_data(self, raw: Any, cfg: DictConfig) -> None:
+        for split_name, split in raw.items():
+            require_columns(split, _columns(cfg), split_name)
+
+    def label_names(self, raw: Any, cfg: DictConfig) -> list[str]:
+        col = cfg.dataset.label_column
+        train_values = raw["train"].unique(col)
+        eval_values = raw["eval"].unique(col)
+        if any(v is None for v in train_values + eval_values):
+            raise HfxError(f"dataset.label_column: column '{col}' has empty labels")
+        unseen = sorted(set(map(str, eval_values)) - set(map(str, train_values)))
+        if unseen:
+            raise HfxError(
+                f"dataset.label_column: evaluation labels never seen in training: {', '.join(unseen[:10])} "
+                f"(training has {', '.join(sorted(map(str, train_values))[:10])})"
+            )
+        feature = raw["train"].features[col]
+        if getattr(feature, "names", None):
+            return list(feature.names)
+        if all(isinstance(v, int) for v in train_values):
+            n = max(train_values) + 1
+            names = cfg.dataset.label_names
+            if names is not None:
+                if len(names) < n:
+                    raise HfxError(f"dataset.label_names: {len(names)} names for integer labels up to {n - 1}")
+                return list(names)
+            if min(train_values) < 0:
+                raise HfxError(f"dataset.label_column: integer labels must be 0..n-1, got {min(train_values)}")
+            return [str(i) for i in range(n)]
+        # String labels: a stable, sorted order, saved with the model as id2label.
+        return sorted(map(str, train_values))
+
+    def training_texts(self, split: Any, cfg: DictConfig) -> Iterator[str]:
+        yield from split[cfg.dataset.text_column]
+        if cfg.dataset.text_pair_column:
+            yield from split[cfg.dataset.text_pair_column]
+
+    def preprocess(self, split: Any, tokenizer: Any, cfg: DictConfig, labels: list[str] | None, train: bool) -> Any:
+        d = cfg.dataset
+        label_id = {name: i for i, name in enumerate(labels or [])}
+        max_length = cfg.tokenizer.max_length
+
+        def encode(batch: dict[str, list[Any]]) -> dict[str, Any]:
+            pair = batch[d.text_pair_column] if d.text_pair_column else None
+            enc = tokenizer(batch[d.text_column], pair, truncation=True, max_length=max_length)
+            # Integer labels are class ids already; string labels map through the saved label list.
+            enc["labels"] = [v if isinstance(v, int) else label_id[str(v)] for v in batch[d.label_column]]
+            # Precomputed lengths let length-grouped sampling skip a pass over the data.
+            enc["length"] = [len(ids) for ids in enc["input_ids"]]
+            return enc
+
+        return split.map(encode, batched=True, remove_columns=split.column_names, keep_in_memory=True,
+                         desc=f"tokenize {'train' if train else 'eval'}")
+
+    def model_kwargs(self, labels: list[str] | None) -> dict[str, Any]:
+        labels = labels or []
+        return {"num_labels": len(labels), "id2label": dict(enumerate(labels)),
+                "label2id": {n: i for i, n in enumerate(labels)}}
+
+    def training_args(self, cfg: DictConfig) -> dict[str, Any]:
+        # Sequence-classification loss ignores num_items_in_batch, so token averaging across devices
+        # would log it about 2x too large under DDP.
+        return {"average_tokens_across_devices": False}
+
+    def trainer_kwargs(self, tokenizer: Any, cfg: DictConfig, labels: list[str] | None) -> dict[str, Any]:
+        return {"compute_metrics": classification_metrics, "preprocess_logits_for_metrics": argmax_logits}
+
+    def evaluate(self, trainer: Any, features: Any, raw: Any, tokenizer: Any, cfg: DictConfig,
+                 labels: list[str] | None) -> Evaluation:
+        out = trainer.predict(features, metric_key_prefix="eval")
+        names = labels or []
+        preds = out.predictions.tolist()
+        refs = out.label_ids.tolist()
+        d = cfg.dataset
+        rows = []
+        limit = len(preds) if cfg.num_predictions < 0 else min(cfg.num_predictions, len(preds))
+        for i in range(limit):
+            row = {"input": raw[i][d.text_column]}
+            if d.text_pair_column:
+                row["input_pair"] = raw[i][d.text_pair_column]
+            row.update(reference=names[refs[i]], prediction=names[preds[i]], correct=refs[i] == preds[i])
+            rows.append(row)
+        return Evaluation(metrics=dict(out.metrics), predictions=rows)
+
+    def pipeline_inputs(self, record: dict[str, Any]) -> Any:
+        if "text_pair" in record:
+            return {"text": record["text"], "text_pair": record["text_pair"]}
+        return record["text"]
+
+
+def argmax_logits(logits: Any, labels: Any) -> Any:
+    """Reduce each batch to class ids so evaluation never holds the full logits."""
+    if isinstance(logits, tuple):
+        logits = logits[0]
+    return logits.argmax(dim=-1)
+
+
+def classification_metrics(eval_pred: Any) -> dict[str, float]:
+    from sklearn.metrics import accuracy_score, f1_score
+
+    preds, refs = eval_pred.predictions, eval_pred.label_ids
+    return {
+        "accuracy": float(accuracy_score(refs, preds)),
+        "f1_macro": float(f1_score(refs, preds, average="macro", zero_division=0)),
+    }
+
+
+TASKS.add(SequenceClassification.name, SequenceClassification())

@@ -1,0 +1,97 @@
+"""build_trainer: TrainingArguments from `trainer.*`, and a Trainer whose evaluation keeps dataset order."""
+
+from __future__ import annotations
+
+import functools
+import logging
+from pathlib import Path
+from typing import Any
+
+from omegaconf import DictConfig, OmegaConf
+
+from hfx.errors import HfxError
+
+log = logging.getLogger("hfx")
+
+# Keys of `trainer.*` that hfx resolves itself rather than passing straight through.
+_HANDLED = {"extra", "bf16", "average_tokens_across_devices", "resume_from_checkpoint"}
+
+
+@functools.cache
+def bf16_is_fast() -> bool:
+    """bf16 pays off on CUDA with bf16 support or a CPU with AMX / avx512_bf16; elsewhere it is emulated and slow."""
+    import torch
+
+    if torch.cuda.is_available():
+        return torch.cuda.is_bf16_supported()
+    try:
+        flags = Path("/proc/cpuinfo").read_text()
+    except OSError:
+        return False
+    return " amx_bf16" in flags or " avx512_bf16" in flags
+
+
+def training_arguments(cfg: DictConfig, task_args: dict[str, Any], output_dir: Path, report_to: list[str],
+                       seq2seq: bool = False) -> Any:
+    import torch
+    from transformers import Seq2SeqTrainingArguments, TrainingArguments
+
+    tcfg = OmegaConf.to_container(cfg.trainer, resolve=True)
+    kwargs = {k: v for k, v in tcfg.items() if k not in _HANDLED}
+    kwargs.update(tcfg["extra"])
+    bf16 = tcfg["bf16"] if tcfg["bf16"] is not None else bf16_is_fast()
+    average = tcfg["average_tokens_across_devices"]
+    merged = {
+        **task_args,
+        **kwargs,
+        "bf16": bf16,
+        "output_dir": str(output_dir),
+        "report_to": report_to or "none",
+        "run_name": f"{cfg.experiment_name}-{output_dir.parent.name}",
+        "use_cpu": kwargs.get("use_cpu", False) or not torch.cuda.is_available(),
+    }
+    if average is not None:
+        merged["average_tokens_across_devices"] = average
+    cls = Seq2SeqTrainingArguments if seq2seq else TrainingArguments
+    try:
+        return cls(**merged)
+    except TypeError as e:
+        raise HfxError(f"trainer.extra: {e}") from e
+    except ValueError as e:
+        raise HfxError(f"trainer: {str(e).splitlines()[0]}") from e
+
+
+def ordered_eval(trainer_cls: type) -> type:
+    """A Trainer subclass whose evaluation/prediction batches follow dataset order.
+
+    With train_sampling_strategy=group_by_length, transformers also length-groups the eval sampler, so anything
+    that lines predictions up with rows (QA spans, NER words, generated text) would be silently wrong."""
+    from torch.utils.data import SequentialSampler
+    from transformers.trainer_utils import has_length
+
+    class OrderedEvalTrainer(trainer_cls):
+        def _get_eval_sampler(self, eval_dataset: Any) -> Any:
+            if eval_dataset is None or not has_length(eval_dataset):
+                return None
+            return SequentialSampler(eval_dataset)
+
+    OrderedEvalTrainer.__name__ = f"Hfx{trainer_cls.__name__}"
+    return OrderedEvalTrainer
+
+
+def build_trainer(cfg: DictConfig, task: Any, model: Any, tokenizer: Any, features: dict[str, Any], labels: Any,
+                  output_dir: Path, report_to: list[str]) -> Any:
+    from transformers import Seq2SeqTrainer, Trainer
+
+    seq2seq = getattr(task, "seq2seq", False)
+    args = training_arguments(cfg, task.training_args(cfg), output_dir, report_to, seq2seq=seq2seq)
+    cls = ordered_eval(Seq2SeqTrainer if seq2seq else Trainer)
+    return cls(
+        model=model,
+        args=args,
+        train_dataset=features["train"],
+        eval_dataset=features["eval"],
+        processing_class=tokenizer,
+        data_collator=task.collator(tokenizer, model, cfg),
+        **task.trainer_kwargs(tokenizer, cfg, labels),
+    )

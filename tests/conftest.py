@@ -1,0 +1,60 @@
+"""Shared fixtures: the real CLI in a subprocess, the shared datasets, composed configs."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+SHARED_DATA = (ROOT.parent / "shared" / "data").resolve()
+
+# A tiny from-scratch setup: fast enough for many end-to-end runs in CI.
+TINY = ["model=tiny_bert", "tokenizer=wordpiece", "tokenizer.vocab_size=2000", "peft=none", "logger=none",
+        "trainer.learning_rate=1e-3", "trainer.logging_steps=5"]
+
+
+def shared(name: str) -> Path:
+    path = SHARED_DATA / name
+    if not path.exists():
+        pytest.skip(f"shared dataset {path} is not available")
+    return path
+
+
+@pytest.fixture(scope="session")
+def hfx_cache(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """One cache dir for the session: later runs reuse tokenizers and features like a user's repeat runs."""
+    return tmp_path_factory.mktemp("hfx-cache")
+
+
+def hfx_env(cache: Path, **extra: str) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("WANDB_", "HYDRA_"))}
+    env.update(HF_HUB_OFFLINE="1", HF_DATASETS_OFFLINE="1", TRANSFORMERS_VERBOSITY="error",
+               HFX_CACHE_DIR=str(cache), TOKENIZERS_PARALLELISM="false", PYTHONUNBUFFERED="1")
+    env.update(extra)
+    return env
+
+
+def run_hfx(*args: str, cache: Path, cwd: Path | None = None, env: dict[str, str] | None = None,
+            timeout: int = 900) -> subprocess.CompletedProcess:
+    """`hfx <args>` as a user runs it (a subprocess of the installed package)."""
+    return subprocess.run(
+        [sys.executable, "-m", "hfx", *args], cwd=cwd or ROOT, env={**hfx_env(cache), **(env or {})},
+        capture_output=True, text=True, timeout=timeout,
+    )
+
+
+def train_ok(run_dir: Path, *overrides: str, cache: Path, **kw) -> dict:
+    """Run `hfx train` into run_dir, assert success, return metrics.json."""
+    r = run_hfx("train", f"hydra.run.dir={run_dir}", f"cache_dir={cache}", *overrides, cache=cache, **kw)
+    assert r.returncode == 0, f"hfx train failed:\nSTDOUT:\n{r.stdout[-3000:]}\nSTDERR:\n{r.stderr[-5000:]}"
+    return json.loads((run_dir / "metrics.json").read_text())
+
+
+@pytest.fixture
+def cache(hfx_cache: Path) -> Path:
+    return hfx_cache
