@@ -39,14 +39,14 @@ def _full_error() -> bool:
 def explain_config_error(ex: BaseException) -> str:
     """One line for a Hydra / OmegaConf composition error, with a did-you-mean where one helps."""
     from hydra.errors import MissingConfigException
-    from omegaconf.errors import ConfigKeyError, OmegaConfBaseException, ValidationError
+    from omegaconf.errors import ConfigAttributeError, ConfigKeyError, OmegaConfBaseException, ValidationError
 
     cause = ex.__cause__ if isinstance(ex.__cause__, OmegaConfBaseException) else ex
     if isinstance(ex, MissingConfigException) and ex.missing_cfg_file:
         group, _, option = ex.missing_cfg_file.rpartition("/")
         options = _group_options(group) if group else []
         if options:
-            return str(one_of(f"{group} option ({group}=...)", option, options))
+            return f"{group}={option}: no such option{did_you_mean(option, options)}; valid: {', '.join(options)}"
         return f"config '{ex.missing_cfg_file}' not found"
     if isinstance(cause, ValidationError):
         key = getattr(cause, "full_key", "") or "?"
@@ -54,7 +54,7 @@ def explain_config_error(ex: BaseException) -> str:
         if m:
             return f"{key}: expected {m.group(3).lower()}, got '{m.group(1)}'"
         return f"{key}: {str(cause).splitlines()[0]}"
-    if isinstance(cause, ConfigKeyError):
+    if isinstance(cause, (ConfigKeyError, ConfigAttributeError)):
         key = getattr(cause, "full_key", "") or ""
         leaf = key.rsplit(".", 1)[-1]
         parent = key.rsplit(".", 1)[0] if "." in key else ""
@@ -257,19 +257,21 @@ def experiments_command(args: list[str]) -> None:
 
 def predict_command(args: list[str]) -> None:
     from hfx.config.store import register_configs
-    from hfx.serve import predict
+    from hfx.serve import check_run, predict
 
     register_configs()
-    prevalidate("predict", args, None)
+    prevalidate("predict", args, check_run)
     run_hydra("predict", args, guarded(predict))
 
 
 def evaluate_command(args: list[str]) -> None:
     from hfx.config.store import register_configs
-    from hfx.serve import evaluate
+    from hfx.serve import check_run, evaluate
 
     register_configs()
-    prevalidate("evaluate", args, None)
+    # dataset.* here are overrides on the run's saved dataset config (checked against its schema later).
+    args = [f"+{a}" if a.startswith("dataset.") else a for a in args]
+    prevalidate("evaluate", args, check_run)
     run_hydra("evaluate", args, guarded(evaluate))
 
 

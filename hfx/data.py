@@ -73,8 +73,8 @@ def local_data_files(dcfg: DictConfig) -> tuple[str, dict[str, list[str]]]:
     return (dcfg.path if out else ""), out
 
 
-def load_splits(dcfg: DictConfig, seed: int) -> Any:
-    """DatasetDict with `train` and `eval` splits, carved and capped as the config says."""
+def load_splits(dcfg: DictConfig, seed: int, eval_only: bool = False) -> Any:
+    """DatasetDict with `train` and `eval` splits (only `eval` with eval_only), carved and capped as the config says."""
     import datasets
 
     datasets.logging.set_verbosity_error()
@@ -105,8 +105,12 @@ def load_splits(dcfg: DictConfig, seed: int) -> Any:
             f"dataset: no '{dcfg.eval_split}' split (have {', '.join(loaded)}); "
             "set dataset.eval_split or dataset.validation_split (a fraction of train)"
         )
-    train = _cap(train, dcfg.max_train_samples, "dataset.max_train_samples")
     evaluation = _cap(evaluation, dcfg.max_eval_samples, "dataset.max_eval_samples")
+    if eval_only:
+        if len(evaluation) == 0:
+            raise HfxError("dataset: the evaluation split is empty (check dataset.max_eval_samples and the file)")
+        return datasets.DatasetDict(eval=evaluation)
+    train = _cap(train, dcfg.max_train_samples, "dataset.max_train_samples")
     if len(train) == 0:
         raise HfxError("dataset: the training split is empty (check dataset.max_train_samples and the train file)")
     if len(evaluation) == 0:

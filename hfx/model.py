@@ -44,10 +44,10 @@ def load_config(mcfg: DictConfig, tokenizer: Any, extra: dict[str, Any]) -> Any:
             setattr(config, key, value)
     elif mcfg.architecture:
         model_type = ARCHITECTURES.get(mcfg.architecture)
-        special = {k: getattr(tokenizer, f"{k}_id") for k in ("pad_token", "bos_token", "eos_token")
+        special = {f"{k}_id": getattr(tokenizer, f"{k}_id") for k in ("pad_token", "bos_token", "eos_token")
                    if getattr(tokenizer, f"{k}_id", None) is not None}
         if model_type in ("bart", "t5") and "decoder_start_token_id" not in overrides:
-            special["decoder_start_token_id"] = special.get("bos_token", special.get("pad_token"))
+            special["decoder_start_token_id"] = special.get("bos_token_id", special.get("pad_token_id"))
         config = AutoConfig.for_model(model_type, vocab_size=len(tokenizer), **{**special, **overrides})
     else:
         raise HfxError("model: set model.name_or_path (pretrained) or model.architecture (from scratch)")

@@ -62,14 +62,15 @@ def train(cfg: DictConfig, run_path: Path) -> dict[str, Any]:
         run_dir.write_jsonl("predictions.jsonl", evaluation.predictions)
         plot_curves(trainer.state.log_history, run_dir.path / "loss.png")
         run_dir.save_model(merge_for_saving(trainer.model, cfg.peft), tokenizer,
-                           {"hfx_task.json": {"task": task.name, "pipeline": task.pipeline_task}})
+                           {"hfx_task.json": {"task": task.name, "pipeline": task.pipeline_name(cfg), "labels": labels}})
         print_summary(cfg, run_dir, metrics)
     finish_logger(cfg)
     return metrics
 
 
 def print_summary(cfg: DictConfig, run_dir: RunDir, metrics: dict[str, Any]) -> None:
-    shown = {k: v for k, v in metrics.items() if k.startswith("eval_") and "runtime" not in k and "per_second" not in k}
+    shown = {k: v for k, v in metrics.items()
+             if k.startswith("eval_") and not any(s in k for s in ("runtime", "per_second", "preparation_time"))}
     shown.update({k: metrics[k] for k in SUMMARY_KEYS if k in metrics})
     width = max(map(len, shown)) if shown else 0
     lines = [f"hfx: {cfg.experiment_name} ({cfg.task.name}) finished"]

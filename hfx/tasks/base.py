@@ -83,6 +83,10 @@ class Task:
                  labels: list[str] | None) -> Evaluation:
         raise NotImplementedError
 
+    def pipeline_name(self, cfg: DictConfig) -> str:
+        """The pipeline saved in hfx_task.json for this run (a task whose flavour picks it overrides this)."""
+        return self.pipeline_task
+
     def pipeline_kwargs(self) -> dict[str, Any]:
         """Keyword arguments for the pipeline call in `hfx predict` (the user's `pipeline.*` wins)."""
         return {}

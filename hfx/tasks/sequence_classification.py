@@ -84,6 +84,10 @@ class SequenceClassification(Task):
             pair = batch[d.text_pair_column] if d.text_pair_column else None
             enc = tokenizer(batch[d.text_column], pair, truncation=True, max_length=max_length)
             # Integer labels are class ids already; string labels map through the saved label list.
+            unknown = [v for v in batch[d.label_column] if not isinstance(v, int) and str(v) not in label_id]
+            if unknown:
+                raise HfxError(f"dataset.label_column: label '{unknown[0]}' is not one of the model's labels "
+                               f"({', '.join(label_id)})")
             enc["labels"] = [v if isinstance(v, int) else label_id[str(v)] for v in batch[d.label_column]]
             # Precomputed lengths let length-grouped sampling skip a pass over the data.
             enc["length"] = [len(ids) for ids in enc["input_ids"]]

