@@ -60,6 +60,7 @@ def train(cfg: DictConfig, run_path: Path) -> dict[str, Any]:
     if main:
         run_dir.write_json("metrics.json", metrics)
         run_dir.write_jsonl("predictions.jsonl", evaluation.predictions)
+        run_dir.write_jsonl("log_history.jsonl", trainer.state.log_history)
         plot_curves(trainer.state.log_history, run_dir.path / "loss.png")
         run_dir.save_model(merge_for_saving(trainer.model, cfg.peft), tokenizer,
                            {"hfx_task.json": {"task": task.name, "pipeline": task.pipeline_name(cfg), "labels": labels}})

@@ -80,8 +80,9 @@ def predict(cfg: DictConfig, out_path: Path) -> list[dict[str, Any]]:
     from transformers import pipeline
 
     model_dir = str(run_dir / "model")
-    pipe = pipeline(info["pipeline"], model=model_dir, tokenizer=model_dir)
+    # Before the pipeline is built: a task may register its own pipeline class here.
     kwargs = {**task.pipeline_kwargs(), **OmegaConf.to_container(cfg.pipeline, resolve=True)}
+    pipe = pipeline(info["pipeline"], model=model_dir, tokenizer=model_dir)
     rows = []
     for record in records:
         try:
