@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import logging
+import os
+import time
 from pathlib import Path
 from typing import Any
 
@@ -51,12 +53,13 @@ def train(cfg: DictConfig, run_path: Path) -> dict[str, Any]:
     trainer = build_trainer(cfg, task, model, tokenizer, features, labels, run_dir.path / "checkpoints", report_to)
     log.info("training: %d train / %d eval rows, world size %d", len(features["train"]), len(features["eval"]),
              trainer.args.world_size)
+    setup_s = time.time() - process_start()
     result = trainer.train(resume_from_checkpoint=cfg.trainer.resume_from_checkpoint)
     evaluation = task.evaluate(trainer, features["eval"], raw["eval"], tokenizer, cfg, labels)
     trainer.log(evaluation.metrics)
 
     metrics = {**evaluation.metrics, **{k: v for k, v in result.metrics.items() if k != "total_flos"}}
-    metrics["world_size"] = trainer.args.world_size
+    metrics.update(world_size=trainer.args.world_size, setup_s=round(setup_s, 2))
     if main:
         run_dir.write_json("metrics.json", metrics)
         run_dir.write_jsonl("predictions.jsonl", evaluation.predictions)
@@ -67,6 +70,13 @@ def train(cfg: DictConfig, run_path: Path) -> dict[str, Any]:
         print_summary(cfg, run_dir, metrics)
     finish_logger(cfg)
     return metrics
+
+
+def process_start() -> float:
+    """When this process started: `setup_s` (start to first training step) includes imports and data prep."""
+    import psutil
+
+    return psutil.Process(os.getpid()).create_time()
 
 
 def print_summary(cfg: DictConfig, run_dir: RunDir, metrics: dict[str, Any]) -> None:

@@ -150,18 +150,22 @@ class MaskedLM(Task):
                 "length": [len(x) for x in ids],
             }
 
-        def premask(example: dict[str, Any], index: int) -> dict[str, Any]:
+        def premask(batch: dict[str, list[Any]], indices: list[int]) -> dict[str, Any]:
             # Seeded per row (not per batch or process), so the masking is the same however the map runs.
-            rng = np.random.default_rng([t.eval_mask_seed, index])
-            masked, labels_ = mask_tokens(
-                example["input_ids"],
-                example["special_tokens_mask"],
-                rng,
-                t.mlm_probability,
-                tokenizer.mask_token_id,
-                vocab_size,
-            )
-            return {"input_ids": masked, "labels": labels_}
+            rows = [
+                mask_tokens(
+                    ids,
+                    special,
+                    np.random.default_rng([t.eval_mask_seed, index]),
+                    t.mlm_probability,
+                    tokenizer.mask_token_id,
+                    vocab_size,
+                )
+                for ids, special, index in zip(
+                    batch["input_ids"], batch["special_tokens_mask"], indices, strict=True
+                )
+            ]
+            return {"input_ids": [r[0] for r in rows], "labels": [r[1] for r in rows]}
 
         out = split.map(
             encode,
@@ -171,7 +175,9 @@ class MaskedLM(Task):
             desc=f"tokenize {'train' if train else 'eval'}",
         )
         if not train:
-            out = out.map(premask, with_indices=True, keep_in_memory=True, desc="mask eval (seeded)")
+            out = out.map(
+                premask, batched=True, with_indices=True, keep_in_memory=True, desc="mask eval (seeded)"
+            )
         # Training batches are masked by the collator, which finds special tokens itself.
         return out.remove_columns("special_tokens_mask")
 
