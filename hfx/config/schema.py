@@ -4,7 +4,7 @@ wrong type fails when the config is composed, before anything heavy is loaded.""
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any, Optional
+from typing import Any
 
 from omegaconf import MISSING
 
@@ -12,13 +12,13 @@ from omegaconf import MISSING
 @dataclass
 class ModelConfig:
     # A hub id or local directory of a pretrained model; leave empty to build `architecture` from scratch.
-    name_or_path: Optional[str] = None
+    name_or_path: str | None = None
     # Registry name of an architecture to build from a config (bert, llama, gpt2, bart, ...).
-    architecture: Optional[str] = None
+    architecture: str | None = None
     # Config fields: the whole config for `architecture`, or overrides on a pretrained config
     # (e.g. attention_probs_dropout_prob: 0.0).
     config: dict[str, Any] = field(default_factory=dict)
-    revision: Optional[str] = None
+    revision: str | None = None
     trust_remote_code: bool = False
 
 
@@ -26,7 +26,7 @@ class ModelConfig:
 class TokenizerConfig:
     # Registry name: `pretrained` (the model's own, or `name_or_path`), `wordpiece` or `bpe` (trained on the train split).
     kind: str = "pretrained"
-    name_or_path: Optional[str] = None
+    name_or_path: str | None = None
     max_length: int = 128
     vocab_size: int = 8000
     min_frequency: int = 2
@@ -39,24 +39,24 @@ class TokenizerConfig:
 class DatasetConfig:
     # A hub dataset id, or a builder for local files: csv, json, parquet, text.
     path: str = MISSING
-    name: Optional[str] = None
+    name: str | None = None
     # split name -> file or list of files (relative to where hfx is started, or absolute).
-    data_files: Optional[dict[str, Any]] = None
+    data_files: dict[str, Any] | None = None
     # A local folder holding <split>.csv / .jsonl / .json / .parquet / .txt files: read those instead of `path`.
-    data_dir: Optional[str] = None
-    revision: Optional[str] = None
+    data_dir: str | None = None
+    revision: str | None = None
     train_split: str = "train"
     eval_split: str = "validation"
     # Fraction carved from the train split (seeded) when there is no `eval_split`.
-    validation_split: Optional[float] = None
-    max_train_samples: Optional[int] = None
-    max_eval_samples: Optional[int] = None
+    validation_split: float | None = None
+    max_train_samples: int | None = None
+    max_eval_samples: int | None = None
     # sequence classification
     text_column: str = "text"
-    text_pair_column: Optional[str] = None
+    text_pair_column: str | None = None
     label_column: str = "label"
     # Names for integer labels 0..n-1 (e.g. [negative, positive]); string labels name themselves.
-    label_names: Optional[list[str]] = None
+    label_names: list[str] | None = None
     # token classification
     tokens_column: str = "tokens"
     tags_column: str = "ner_tags"
@@ -110,22 +110,22 @@ class TrainerConfig:
     adam_epsilon: float = 1e-8
     label_smoothing_factor: float = 0.0
     eval_strategy: str = "no"
-    eval_steps: Optional[float] = None
+    eval_steps: float | None = None
     eval_on_start: bool = False
     save_strategy: str = "no"
     save_steps: float = 500
-    save_total_limit: Optional[int] = None
+    save_total_limit: int | None = None
     load_best_model_at_end: bool = False
-    metric_for_best_model: Optional[str] = None
-    greater_is_better: Optional[bool] = None
+    metric_for_best_model: str | None = None
+    greater_is_better: bool | None = None
     logging_strategy: str = "steps"
     logging_steps: float = 50
     logging_first_step: bool = False
     seed: int = 42
-    data_seed: Optional[int] = None
+    data_seed: int | None = None
     full_determinism: bool = False
     # null = auto: on where the hardware runs it fast (CUDA with bf16, or a CPU with AMX / avx512_bf16).
-    bf16: Optional[bool] = None
+    bf16: bool | None = None
     fp16: bool = False
     use_cpu: bool = False
     # group_by_length pads least; hfx keeps evaluation sequential either way.
@@ -133,12 +133,12 @@ class TrainerConfig:
     gradient_checkpointing: bool = False
     dataloader_num_workers: int = 0
     dataloader_drop_last: bool = False
-    eval_accumulation_steps: Optional[int] = None
+    eval_accumulation_steps: int | None = None
     torch_compile: bool = False
     # null = the task's choice (sequence classification turns it off: its loss ignores it and doubles under DDP).
-    average_tokens_across_devices: Optional[bool] = None
-    disable_tqdm: Optional[bool] = None
-    resume_from_checkpoint: Optional[str] = None
+    average_tokens_across_devices: bool | None = None
+    disable_tqdm: bool | None = None
+    resume_from_checkpoint: str | None = None
     extra: dict[str, Any] = field(default_factory=dict)
 
 
@@ -147,11 +147,11 @@ class LoggerConfig:
     # Registry name: none, wandb, tensorboard.
     name: str = "none"
     project: str = "hfx"
-    entity: Optional[str] = None
+    entity: str | None = None
     # wandb mode: null = online with an API key, offline without one.
-    mode: Optional[str] = None
+    mode: str | None = None
     tags: list[str] = field(default_factory=list)
-    group: Optional[str] = None
+    group: str | None = None
 
 
 @dataclass
@@ -175,9 +175,9 @@ class TrainConfig:
 @dataclass
 class PredictConfig:
     run: str = MISSING
-    input: Optional[str] = None
-    input_file: Optional[str] = None
-    output_file: Optional[str] = None
+    input: str | None = None
+    input_file: str | None = None
+    output_file: str | None = None
     # Pipeline keyword arguments (e.g. top_k, max_new_tokens).
     pipeline: dict[str, Any] = field(default_factory=dict)
     batch_size: int = 16
@@ -187,5 +187,5 @@ class PredictConfig:
 class EvaluateConfig:
     run: str = MISSING
     dataset: dict[str, Any] = field(default_factory=dict)
-    output_dir: Optional[str] = None
+    output_dir: str | None = None
     per_device_eval_batch_size: int = 64

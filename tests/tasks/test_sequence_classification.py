@@ -91,3 +91,13 @@ def test_minilm_lora_trains_head_and_pooler_and_serves_the_same_predictions(cach
     served = [o["label"] for o in clf([r["input"] for r in rows])]
     assert served == [r["prediction"] for r in rows]
     assert json.loads((run / "model" / "config.json").read_text())["id2label"] == {"0": "negative", "1": "positive"}
+
+
+@pytest.mark.slow
+def test_same_seed_same_result_different_seed_differs(cache, tmp_path) -> None:
+    args = [*TINY, "dataset.max_train_samples=64", "dataset.max_eval_samples=32", "trainer.max_steps=3"]
+    a = train_ok(tmp_path / "a", *args, cache=cache)
+    b = train_ok(tmp_path / "b", *args, cache=cache)
+    c = train_ok(tmp_path / "c", *args, "trainer.seed=7", cache=cache)
+    assert a["eval_loss"] == b["eval_loss"]  # the new head is built after seeding
+    assert a["eval_loss"] != c["eval_loss"]
