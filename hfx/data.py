@@ -98,7 +98,7 @@ def load_splits(dcfg: DictConfig, seed: int, eval_only: bool = False) -> Any:
     elif dcfg.validation_split:
         if not 0 < dcfg.validation_split < 1:
             raise HfxError(f"dataset.validation_split: expected a fraction in (0, 1), got {dcfg.validation_split}")
-        parts = train.train_test_split(test_size=dcfg.validation_split, seed=seed)
+        parts = train.train_test_split(test_size=dcfg.validation_split, seed=seed, shuffle=dcfg.validation_shuffle)
         train, evaluation = parts["train"], parts["test"]
     else:
         raise HfxError(

@@ -49,6 +49,8 @@ class DatasetConfig:
     eval_split: str = "validation"
     # Fraction carved from the train split (seeded) when there is no `eval_split`.
     validation_split: float | None = None
+    # false: the carved fraction is the contiguous end of the train split (running text, e.g. for language models).
+    validation_shuffle: bool = True
     max_train_samples: int | None = None
     max_eval_samples: int | None = None
     # sequence classification
