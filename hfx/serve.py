@@ -80,7 +80,7 @@ def predict(cfg: DictConfig, out_path: Path) -> list[dict[str, Any]]:
     from transformers import pipeline
 
     model_dir = str(run_dir / "model")
-    # Before the pipeline is built: a task may register its own pipeline class here.
+    task.register_pipeline()
     kwargs = {**task.pipeline_kwargs(), **OmegaConf.to_container(cfg.pipeline, resolve=True)}
     pipe = pipeline(info["pipeline"], model=model_dir, tokenizer=model_dir)
     rows = []

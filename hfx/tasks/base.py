@@ -87,6 +87,10 @@ class Task:
         """The pipeline saved in hfx_task.json for this run (a task whose flavour picks it overrides this)."""
         return self.pipeline_task
 
+    def register_pipeline(self) -> None:
+        """Called before `transformers.pipeline(...)` serves this task: register a pipeline class that transformers
+        no longer ships (transformers 5 removed question-answering, summarization and translation)."""
+
     def pipeline_kwargs(self) -> dict[str, Any]:
         """Keyword arguments for the pipeline call in `hfx predict` (the user's `pipeline.*` wins)."""
         return {}

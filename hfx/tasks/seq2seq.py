@@ -174,10 +174,8 @@ class Seq2Seq(Task):
         ]
         return Evaluation(metrics=dict(out.metrics), predictions=rows)
 
-    def pipeline_kwargs(self) -> dict[str, Any]:
-        # `hfx predict` asks for these before it builds the pipeline: the moment to register hfx's pipelines.
+    def register_pipeline(self) -> None:
         register_pipelines()
-        return {}
 
 
 def with_eos(ids: list[int], eos_id: int, max_length: int) -> list[int]:
