@@ -58,3 +58,26 @@ def train_ok(run_dir: Path, *overrides: str, cache: Path, **kw) -> dict:
 @pytest.fixture
 def cache(hfx_cache: Path) -> Path:
     return hfx_cache
+
+
+def hydra_quote(value: str) -> str:
+    """A string as one Hydra override value, whatever characters it holds."""
+    return "'" + value.replace("'", "\\'") + "'"
+
+
+def predict_ok(run_dir: Path, value: str | dict, cache: Path, *overrides: str) -> list[dict]:
+    """`hfx predict` as a user runs it: a string as input=..., a record (dict) through input_file=<jsonl>.
+    Returns the prediction rows."""
+    if isinstance(value, dict):
+        source, target = run_dir.parent / "predict_input.jsonl", run_dir.parent / "predict_output.jsonl"
+        source.write_text(json.dumps(value) + "\n")
+        args = [f"input_file={source}", f"output_file={target}"]
+    else:
+        args = [f"input={hydra_quote(value)}"]
+    r = run_hfx("predict", f"run={run_dir}", *args, *overrides, cache=cache)
+    assert r.returncode == 0, f"hfx predict failed:\n{r.stderr[-4000:]}"
+    rows = [json.loads(line) for line in r.stdout.splitlines() if line.startswith("{")]
+    assert rows and all("prediction" in row for row in rows), r.stdout[-2000:]
+    if isinstance(value, dict):
+        assert [json.loads(line) for line in target.read_text().splitlines()] == rows
+    return rows

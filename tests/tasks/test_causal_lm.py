@@ -27,7 +27,7 @@ from hfx.tasks.causal_lm import (
     token_weighted_loss,
     unigram_perplexity,
 )
-from tests.conftest import run_hfx, shared, train_ok
+from tests.conftest import run_hfx, shared, train_ok, predict_ok
 
 LINES = [
     "First Citizen:",
@@ -396,6 +396,8 @@ def test_pretrain_end_to_end(tmp_path: Path, cache: Path):
         "ROMEO:", **TASKS.get("causal_lm").pipeline_kwargs()
     )
     assert isinstance(out[0]["generated_text"], str)
+    (row,) = predict_ok(run, "ROMEO:", cache)
+    assert isinstance(row["prediction"][0]["generated_text"], str)
 
 
 @pytest.mark.slow
@@ -424,6 +426,8 @@ def test_sft_end_to_end(tmp_path: Path, cache: Path):
     )
     assert isinstance(out[0]["generated_text"], str)
     assert json.loads((run / "model" / "hfx_task.json").read_text())["task"] == "sft"
+    (row,) = predict_ok(run, {"instruction": "Name three colors.", "input": ""}, cache)
+    assert isinstance(row["prediction"][0]["generated_text"], str)
 
 
 @pytest.mark.slow

@@ -20,7 +20,7 @@ from hfx.tasks.question_answering import (
     token_f1,
     window_features,
 )
-from tests.conftest import TINY, run_hfx, shared, train_ok
+from tests.conftest import TINY, run_hfx, shared, train_ok, predict_ok
 
 QUESTION = "Where did the railway journey end?"
 WORDS = (
@@ -212,6 +212,9 @@ def test_train_tiny_end_to_end(tmp_path: Path, cache: Path) -> None:
     assert out["answer"] and out["answer"] == context[out["start"] : out["end"]]
     assert 0 < out["score"] <= 1
     assert qa(question="Who?", context="Ada wrote it.")["answer"] in "Ada wrote it."
+
+    (row,) = predict_ok(run, {"question": gold[0]["question"], "context": context}, cache)
+    assert row["prediction"]["answer"] in context
 
 
 def _write_jsonl(folder: Path, rows: list[dict]) -> Path:

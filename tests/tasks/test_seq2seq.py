@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import run_hfx, shared, train_ok
+from tests.conftest import run_hfx, shared, train_ok, predict_ok
 
 # A BART small enough for a few CPU seconds per run.
 TINY_BART = [
@@ -270,6 +270,8 @@ def test_translation_end_to_end(tmp_path: Path, cache: Path):
     assert isinstance(
         _pipeline_text(run / "model", "hfx-translation", "translation_text", "A man walks a dog."), str
     )
+    (row,) = predict_ok(run, "A man walks a dog.", cache)
+    assert isinstance(row["prediction"][0]["translation_text"], str)
 
 
 @pytest.mark.slow
@@ -295,3 +297,5 @@ def test_summarization_end_to_end(tmp_path: Path, cache: Path):
     assert [r["reference"] for r in rows] == [t["summary"] for t in test_rows]
     text = _pipeline_text(run / "model", "hfx-summarization", "summary_text", test_rows[0]["dialogue"])
     assert isinstance(text, str)
+    (row,) = predict_ok(run, "#Person1#: Hello, how are you? #Person2#: Fine, thanks.", cache)
+    assert isinstance(row["prediction"][0]["summary_text"], str)
