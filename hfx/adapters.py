@@ -27,8 +27,29 @@ def apply_peft(model: Any, pcfg: DictConfig, fresh_modules: list[str], task_type
                head_modules: tuple[str, ...] = ()) -> Any:
     """`head_modules`: the task's head (e.g. pooler + classifier), trained in full where the model has them."""
     names = [name for name, _ in model.named_modules()]
-    heads = [h for h in head_modules if any(n == h or n.endswith("." + h) for n in names)]
-    return PEFT_METHODS.get(pcfg.name)(model, pcfg, list(dict.fromkeys([*fresh_modules, *heads])), task_type)
+    heads = [n for h in head_modules for n in names if n == h or n.endswith("." + h)]
+    tied = _embedding_ptrs(model)
+    parts = [p for m in dict.fromkeys([*fresh_modules, *heads]) for p in _untied_parts(model, m, tied)]
+    # Keep the outermost: a module already inside another listed one adds nothing.
+    parts = [p for p in dict.fromkeys(parts) if not any(p.startswith(q + ".") for q in parts)]
+    return PEFT_METHODS.get(pcfg.name)(model, pcfg, parts, task_type)
+
+
+def _embedding_ptrs(model: Any) -> set[int]:
+    emb = model.get_input_embeddings() if hasattr(model, "get_input_embeddings") else None
+    return {emb.weight.data_ptr()} if emb is not None and hasattr(emb, "weight") else set()
+
+
+def _untied_parts(model: Any, name: str, tied: set[int]) -> list[str]:
+    """`name`, or its sub-modules that hold no weight tied to the input embeddings (an MLM decoder shares the
+    embedding matrix: training a copy of it would train a second vocabulary-sized matrix and untie it)."""
+    try:
+        module = model.get_submodule(name)
+    except AttributeError:
+        return [name]
+    if not any(p.data_ptr() in tied for p in module.parameters()):
+        return [name]
+    return [part for child, _ in module.named_children() for part in _untied_parts(model, f"{name}.{child}", tied)]
 
 
 @PEFT_METHODS.register("none")
