@@ -197,3 +197,9 @@ def tokenize_splits(raw: Any, task: Any, tokenizer: Any, cfg: DictConfig, labels
                 shutil.rmtree(tmp, ignore_errors=True)
             out[split_name] = datasets.load_from_disk(str(path))
     return out
+
+
+def map_features(split: Any, encode: Any, train: bool, **kwargs: Any) -> Any:
+    """Run a task's batched `encode` over a raw split, dropping the raw columns; hfx caches the result itself."""
+    return split.map(encode, batched=True, remove_columns=split.column_names, keep_in_memory=True,
+                     desc=f"tokenize {'train' if train else 'eval'}", **kwargs)

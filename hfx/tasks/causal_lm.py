@@ -29,7 +29,7 @@ from typing import Any, Optional
 
 from omegaconf import DictConfig
 
-from hfx.data import require_columns
+from hfx.data import map_features, require_columns
 from hfx.errors import HfxError
 from hfx.tasks.base import TASKS, Evaluation, Task, TaskConfig
 
@@ -552,13 +552,7 @@ class InstructionSFT(CausalLM):
             ]
             return {k: [r[k] for r in rows] for k in ("input_ids", "labels", "length")}
 
-        return split.map(
-            encode,
-            batched=True,
-            remove_columns=split.column_names,
-            keep_in_memory=True,
-            desc=f"tokenize {'train' if train else 'eval'}",
-        )
+        return map_features(split, encode, train)
 
     def evaluate(
         self, trainer: Any, features: Any, raw: Any, tokenizer: Any, cfg: DictConfig, labels: list[str] | None

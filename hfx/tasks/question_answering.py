@@ -15,7 +15,7 @@ from typing import Any
 
 from omegaconf import DictConfig
 
-from hfx.data import require_columns
+from hfx.data import map_features, require_columns
 from hfx.errors import HfxError
 from hfx.tasks.base import TASKS, Evaluation, Task, TaskConfig
 
@@ -322,14 +322,7 @@ class QuestionAnswering(Task):
                 out.update(example_index=windows["example_index"], offset_mapping=windows["offset_mapping"])
             return out
 
-        return split.map(
-            encode,
-            batched=True,
-            with_indices=True,
-            remove_columns=split.column_names,
-            keep_in_memory=True,
-            desc=f"tokenize {'train' if train else 'eval'}",
-        )
+        return map_features(split, encode, train, with_indices=True)
 
     def evaluate(
         self, trainer: Any, features: Any, raw: Any, tokenizer: Any, cfg: DictConfig, labels: list[str] | None

@@ -9,7 +9,7 @@ from typing import Any
 
 from omegaconf import DictConfig
 
-from hfx.data import column, require_columns
+from hfx.data import column, map_features, require_columns
 from hfx.errors import HfxError, one_of
 from hfx.tasks.base import TASKS, Evaluation, Task, TaskConfig
 
@@ -131,13 +131,7 @@ class Seq2Seq(Task):
             enc["length"] = [len(ids) for ids in enc["input_ids"]]
             return enc
 
-        return split.map(
-            encode,
-            batched=True,
-            remove_columns=split.column_names,
-            keep_in_memory=True,
-            desc=f"tokenize {'train' if train else 'eval'}",
-        )
+        return map_features(split, encode, train)
 
     def collator(self, tokenizer: Any, model: Any, cfg: DictConfig) -> Any:
         from transformers import DataCollatorForSeq2Seq

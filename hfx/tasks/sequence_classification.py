@@ -8,7 +8,7 @@ from typing import Any
 
 from omegaconf import DictConfig
 
-from hfx.data import require_columns
+from hfx.data import map_features, require_columns
 from hfx.errors import HfxError
 from hfx.tasks.base import TASKS, Evaluation, Task, TaskConfig
 
@@ -93,8 +93,7 @@ class SequenceClassification(Task):
             enc["length"] = [len(ids) for ids in enc["input_ids"]]
             return enc
 
-        return split.map(encode, batched=True, remove_columns=split.column_names, keep_in_memory=True,
-                         desc=f"tokenize {'train' if train else 'eval'}")
+        return map_features(split, encode, train)
 
     def model_kwargs(self, labels: list[str] | None) -> dict[str, Any]:
         labels = labels or []

@@ -27,7 +27,7 @@ from hfx.tasks.causal_lm import (
     token_weighted_loss,
     unigram_perplexity,
 )
-from tests.conftest import run_hfx, shared, train_ok, predict_ok
+from tests.conftest import predict_ok, run_hfx, shared, train_ok
 
 LINES = [
     "First Citizen:",

@@ -20,7 +20,7 @@ from hfx.tasks.question_answering import (
     token_f1,
     window_features,
 )
-from tests.conftest import TINY, run_hfx, shared, train_ok, predict_ok
+from tests.conftest import TINY, predict_ok, run_hfx, shared, train_ok
 
 QUESTION = "Where did the railway journey end?"
 WORDS = (

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import run_hfx, shared, train_ok, predict_ok
+from tests.conftest import predict_ok, run_hfx, shared, train_ok
 
 # A BART small enough for a few CPU seconds per run.
 TINY_BART = [
