@@ -81,3 +81,14 @@ def predict_ok(run_dir: Path, value: str | dict, cache: Path, *overrides: str) -
     if isinstance(value, dict):
         assert [json.loads(line) for line in target.read_text().splitlines()] == rows
     return rows
+
+
+def assert_one_line_error(r: subprocess.CompletedProcess, *needles: str) -> None:
+    """A failed command printed exactly one `error:` line (besides datasets' progress bars) and no traceback."""
+    assert r.returncode != 0
+    assert "Traceback" not in r.stderr, r.stderr[-2000:]
+    # datasets' own progress bars ("Generating train split: ... examples/s") also go to stderr: not ours.
+    err = "\n".join(line for line in r.stderr.splitlines() if line.strip() and "examples/s" not in line)
+    assert len(err.splitlines()) == 1 and err.startswith("error:"), err[-2000:]
+    for needle in needles:
+        assert needle in err, err

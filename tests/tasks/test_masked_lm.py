@@ -18,7 +18,7 @@ from hfx.tasks.masked_lm import (
     masked_lm_metrics,
     masked_token_scores,
 )
-from tests.conftest import TINY, run_hfx, shared, train_ok
+from tests.conftest import TINY, assert_one_line_error, run_hfx, shared, train_ok
 
 
 @pytest.fixture(scope="module")
@@ -168,16 +168,6 @@ def test_train_end_to_end(tmp_path, cache):
     assert len(out) == 5 and all("token_str" in o for o in out)
 
 
-def _assert_one_line_error(r, *needles):
-    assert r.returncode != 0
-    assert "Traceback" not in r.stderr, r.stderr[-2000:]
-    # datasets' own progress bars ("Generating train split: ... examples/s") also go to stderr: not ours.
-    err = "\n".join(line for line in r.stderr.splitlines() if line.strip() and "examples/s" not in line)
-    assert len(err.splitlines()) == 1 and err.startswith("error:"), err[-2000:]
-    for needle in needles:
-        assert needle in err, err
-
-
 def test_missing_text_column_is_one_line_error(tmp_path, cache):
     data = shared("sst2")
     r = run_hfx(
@@ -192,7 +182,7 @@ def test_missing_text_column_is_one_line_error(tmp_path, cache):
         "trainer.max_steps=1",
         cache=cache,
     )
-    _assert_one_line_error(r, "dataset.text_column", "'text'", "sentence")
+    assert_one_line_error(r, "dataset.text_column", "'text'", "sentence")
 
 
 def test_decoder_model_is_one_line_error(tmp_path, cache):
@@ -212,4 +202,4 @@ def test_decoder_model_is_one_line_error(tmp_path, cache):
         "dataset.max_eval_samples=10",
         cache=cache,
     )
-    _assert_one_line_error(r, "model", "llama")
+    assert_one_line_error(r, "model", "llama")

@@ -15,7 +15,7 @@ from hfx.tasks.token_classification import (
     word_level_from_tokens,
     word_predictions,
 )
-from tests.conftest import TINY, run_hfx, shared, train_ok
+from tests.conftest import TINY, assert_one_line_error, run_hfx, shared, train_ok
 
 LABELS = ["O", "B-location", "B-person", "I-location", "I-person"]
 
@@ -146,16 +146,6 @@ def _bad_jsonl(path, rows):
     return path
 
 
-def _assert_one_line_error(r, *needles):
-    assert r.returncode != 0
-    assert "Traceback" not in r.stderr, r.stderr[-2000:]
-    # datasets' own progress bars ("Generating train split: ... examples/s") also go to stderr: not ours.
-    err = "\n".join(line for line in r.stderr.splitlines() if line.strip() and "examples/s" not in line)
-    assert len(err.splitlines()) == 1 and err.startswith("error:"), err[-2000:]
-    for needle in needles:
-        assert needle in err, err
-
-
 GOOD = {"tokens": ["Obama", "in", "Paris"], "ner_tags": ["B-person", "O", "B-location"]}
 
 
@@ -195,4 +185,4 @@ def test_bad_input_is_one_line_error(tmp_path, cache, rows, needles):
         "trainer.max_steps=1",
         cache=cache,
     )
-    _assert_one_line_error(r, *needles)
+    assert_one_line_error(r, *needles)
