@@ -138,19 +138,14 @@ def check_composed(cfg: Any) -> None:
 
 
 def prevalidate(config_name: str, args: list[str], check: Callable[[Any], None] | None) -> None:
-    if _full_error():
-        cfg = compose(config_name, _overrides(args))
-        if check:
-            check(cfg)
-        return
     try:
         cfg = compose(config_name, _overrides(args))
         if check:
             check(cfg)
-    except HfxError as e:
-        fail(str(e))
-    except Exception as e:  # Hydra / OmegaConf composition errors
-        fail(explain_config_error(e))
+    except Exception as e:  # HfxError, or a Hydra / OmegaConf composition error
+        if _full_error():
+            raise
+        fail(str(e) if isinstance(e, HfxError) else explain_config_error(e))
 
 
 def run_hydra(config_name: str, args: list[str], job: Callable[[Any], None]) -> None:

@@ -17,9 +17,14 @@ SECRET_KEY = re.compile(r"^(.*_)?(api_key|apikey|secret|password|hf_token|auth_t
 REDACTED = "***redacted***"
 
 
+def secret_values() -> list[str]:
+    """Values of environment variables whose names look secret (short values would match too much)."""
+    return [v for k, v in os.environ.items() if SECRET_NAME.search(k) and len(v) >= 6]
+
+
 def redact(value: Any) -> Any:
     """Replace anything that holds the value of a secret-looking environment variable, at any depth."""
-    secrets = [v for k, v in os.environ.items() if SECRET_NAME.search(k) and len(v) >= 6]
+    secrets = secret_values()
 
     def walk(x: Any, key: str = "") -> Any:
         if isinstance(x, dict):
@@ -56,9 +61,8 @@ class RunDir:
             f = hydra_dir / name
             if f.is_file():
                 text = f.read_text()
-                for k, v in os.environ.items():
-                    if SECRET_NAME.search(k) and len(v) >= 6 and v in text:
-                        text = text.replace(v, REDACTED)
+                for secret in secret_values():
+                    text = text.replace(secret, REDACTED)
                 f.write_text(text)
         return resolved
 
