@@ -1,26 +1,59 @@
-"""apply_peft: wrap the model in a PEFT adapter (LoRA), training in full the weights the checkpoint lacked."""
+"""The `peft` group: one registry entry per method (its schema and how it wraps a model), and apply_peft, which
+also trains in full the weights the checkpoint lacked."""
 
 from __future__ import annotations
 
 import logging
+import warnings
 from collections.abc import Callable
+from dataclasses import dataclass, field
 from typing import Any
 
 from omegaconf import DictConfig
 
+from hfx.config.schema import EntryConfig
 from hfx.errors import HfxError
 from hfx.registry import Registry
 
 log = logging.getLogger("hfx")
 
-PEFT_METHODS: Registry[Callable[..., Any]] = Registry("peft method")
 
-# The usual attention projections per model_type, when peft.target_modules is empty.
-DEFAULT_TARGETS = {
-    "bert": ["query", "value"], "roberta": ["query", "value"], "distilbert": ["q_lin", "v_lin"],
-    "llama": ["q_proj", "v_proj"], "mistral": ["q_proj", "v_proj"], "qwen2": ["q_proj", "v_proj"],
-    "gpt2": ["c_attn"], "bart": ["q_proj", "v_proj"], "t5": ["q", "v"],
-}
+@dataclass
+class PeftMethod:
+    schema: type
+    # (model, peft config, modules to train in full, peft TaskType name or None) -> the wrapped model
+    apply: Callable[[Any, DictConfig, list[str], str | None], Any]
+
+
+PEFT_METHODS: Registry[PeftMethod] = Registry("peft method")
+
+
+def peft_method(name: str, schema: type) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
+    def add(apply: Callable[..., Any]) -> Callable[..., Any]:
+        PEFT_METHODS.add(name, PeftMethod(schema, apply))
+        return apply
+
+    return add
+
+
+@dataclass
+class NoPeftConfig(EntryConfig):
+    name: str = "none"
+
+
+@dataclass
+class LoraSettings(EntryConfig):
+    name: str = "lora"
+    r: int = 8
+    alpha: int = 16
+    dropout: float = 0.1
+    # Module names to adapt; empty = the architecture's usual attention projections (hfx/architectures.py).
+    target_modules: list[str] = field(default_factory=list)
+    # Extra modules trained in full; weights the checkpoint lacks (new heads) are always added.
+    modules_to_save: list[str] = field(default_factory=list)
+    bias: str = "none"
+    # Save the merged model (loadable without peft) rather than the adapter alone.
+    merge_on_save: bool = True
 
 
 def apply_peft(model: Any, pcfg: DictConfig, fresh_modules: list[str], task_type: str | None,
@@ -32,7 +65,7 @@ def apply_peft(model: Any, pcfg: DictConfig, fresh_modules: list[str], task_type
     parts = [p for m in dict.fromkeys([*fresh_modules, *heads]) for p in _untied_parts(model, m, tied)]
     # Keep the outermost: a module already inside another listed one adds nothing.
     parts = [p for p in dict.fromkeys(parts) if not any(p.startswith(q + ".") for q in parts)]
-    return PEFT_METHODS.get(pcfg.name)(model, pcfg, parts, task_type)
+    return PEFT_METHODS.get(pcfg.name).apply(model, pcfg, parts, task_type)
 
 
 def _embedding_ptrs(model: Any) -> set[int]:
@@ -52,7 +85,7 @@ def _untied_parts(model: Any, name: str, tied: set[int]) -> list[str]:
     return [part for child, _ in module.named_children() for part in _untied_parts(model, f"{name}.{child}", tied)]
 
 
-@PEFT_METHODS.register("none")
+@peft_method("none", NoPeftConfig)
 def no_peft(model: Any, pcfg: DictConfig, train_in_full: list[str], task_type: str | None) -> Any:
     return model
 
@@ -62,9 +95,12 @@ def _leaf_names(model: Any) -> list[str]:
                    if name and type(mod).__name__ in ("Linear", "Conv1D", "Embedding")})
 
 
-@PEFT_METHODS.register("lora")
+@peft_method("lora", LoraSettings)
 def lora(model: Any, pcfg: DictConfig, train_in_full: list[str], task_type: str | None) -> Any:
-    targets = list(pcfg.target_modules) or DEFAULT_TARGETS.get(model.config.model_type)
+    from hfx.architectures import architecture
+
+    record = architecture(model.config.model_type)
+    targets = list(pcfg.target_modules) or list(record.lora_targets if record else ())
     if not targets:
         raise HfxError(
             f"peft.target_modules: no default for model type '{model.config.model_type}'; "
@@ -82,7 +118,10 @@ def lora(model: Any, pcfg: DictConfig, train_in_full: list[str], task_type: str 
 
     config = LoraConfig(r=pcfg.r, lora_alpha=pcfg.alpha, lora_dropout=pcfg.dropout, target_modules=targets,
                         modules_to_save=list(to_save) or None, bias=pcfg.bias, task_type=task_type)
-    model = get_peft_model(model, config)
+    with warnings.catch_warnings():
+        # peft reads transformers' deprecated `is_gradient_checkpointing` alias.
+        warnings.filterwarnings("ignore", message=".*is_gradient_checkpointing.*", category=FutureWarning)
+        model = get_peft_model(model, config)
     trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
     total = sum(p.numel() for p in model.parameters())
     log.info("LoRA r=%d on %s; trained in full: %s; trainable %.2fM of %.2fM parameters (%.2f%%)", pcfg.r,
@@ -91,6 +130,6 @@ def lora(model: Any, pcfg: DictConfig, train_in_full: list[str], task_type: str 
 
 
 def merge_for_saving(model: Any, pcfg: DictConfig) -> Any:
-    if pcfg.name != "none" and pcfg.merge_on_save and hasattr(model, "merge_and_unload"):
+    if "merge_on_save" in pcfg and pcfg.merge_on_save and hasattr(model, "merge_and_unload"):
         return model.merge_and_unload()
     return model

@@ -6,7 +6,6 @@ import hashlib
 import json
 import logging
 import os
-import shutil
 from pathlib import Path
 from typing import Any
 
@@ -14,6 +13,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from hfx.distributed import main_process_first
 from hfx.errors import HfxError, one_of
+from hfx.files import new_dir
 from hfx.registry import Registry
 
 log = logging.getLogger("hfx")
@@ -189,12 +189,8 @@ def tokenize_splits(raw: Any, task: Any, tokenizer: Any, cfg: DictConfig, labels
                 continue
             log.info("tokenizing %s split (%d rows) -> cache %s", split_name, len(split), path)
             features = task.preprocess(split, tokenizer, cfg, labels, train)
-            tmp = path.with_name(path.name + f".tmp{os.getpid()}")
-            features.save_to_disk(str(tmp))
-            try:
-                tmp.rename(path)
-            except OSError:  # another process finished first: keep its copy
-                shutil.rmtree(tmp, ignore_errors=True)
+            with new_dir(path) as tmp:
+                features.save_to_disk(str(tmp))
             out[split_name] = datasets.load_from_disk(str(path))
     return out
 

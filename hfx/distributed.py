@@ -39,3 +39,14 @@ def launch_timestamp() -> float | None:
     import psutil
 
     return psutil.Process(os.getppid()).create_time()
+
+
+def shared_run_dir(args: list[str], pattern: str = "runs/${experiment_name}/%Y-%m-%d_%H-%M-%S") -> list[str]:
+    """Under `accelerate launch` / torchrun, every rank must pick the same timestamped run dir: stamp it from the
+    launcher's start time (unless the user set hydra.run.dir, or this is a sweep)."""
+    stamp = launch_timestamp()
+    if stamp is None or any(a.startswith("hydra.run.dir=") or a in ("-m", "--multirun") for a in args):
+        return args
+    import datetime
+
+    return [*args, f"hydra.run.dir={datetime.datetime.fromtimestamp(stamp).strftime(pattern)}"]

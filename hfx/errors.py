@@ -3,7 +3,10 @@
 from __future__ import annotations
 
 import difflib
+import os
+import sys
 from collections.abc import Iterable
+from typing import NoReturn
 
 
 class HfxError(Exception):
@@ -18,3 +21,14 @@ def did_you_mean(word: str, choices: Iterable[str]) -> str:
 def one_of(what: str, name: str, valid: Iterable[str]) -> HfxError:
     valid = sorted(valid)
     return HfxError(f"unknown {what} '{name}'{did_you_mean(name, valid)}; valid: {', '.join(valid)}")
+
+
+def full_error() -> bool:
+    """HYDRA_FULL_ERROR=1: the user asked for tracebacks instead of one-line errors."""
+    return os.environ.get("HYDRA_FULL_ERROR") == "1"
+
+
+def exit_with(message: str, code: int = 1) -> NoReturn:
+    """The error policy: one `error:` line on stderr and a non-zero exit."""
+    sys.stderr.write(f"error: {message}\n")
+    sys.exit(code)

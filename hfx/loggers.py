@@ -1,51 +1,81 @@
-"""Experiment loggers: `report_to` for the Trainer plus what each needs set up (W&B run with the resolved config)."""
+"""The `logger` group: one registry entry per experiment tracker, with its own schema, giving the Trainer's
+`report_to` and doing what the tracker needs first (a W&B run holding the resolved config)."""
 
 from __future__ import annotations
 
 import logging
 import os
 from collections.abc import Callable
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from omegaconf import DictConfig
 
+from hfx.config.schema import EntryConfig
 from hfx.registry import Registry
 
 log = logging.getLogger("hfx")
 
-LOGGERS: Registry[Callable[[DictConfig, Path, dict[str, Any]], list[str]]] = Registry("logger")
+
+@dataclass
+class Logger:
+    schema: type
+    # (logger config, experiment name, run dir, resolved config) -> the Trainer's report_to
+    setup: Callable[[DictConfig, str, Path, dict[str, Any]], list[str]]
+    finish: Callable[[], None] = lambda: None
+
+
+LOGGERS: Registry[Logger] = Registry("logger")
+
+
+@dataclass
+class NoLoggerConfig(EntryConfig):
+    name: str = "none"
+
+
+@dataclass
+class TensorBoardConfig(EntryConfig):
+    name: str = "tensorboard"
+
+
+@dataclass
+class WandbConfig(EntryConfig):
+    name: str = "wandb"
+    project: str = "hfx"
+    entity: str | None = None
+    # null = online with an API key, offline without one.
+    mode: str | None = None
+    tags: list[str] = field(default_factory=list)
+    group: str | None = None
 
 
 def setup_logger(cfg: DictConfig, run_dir: Path, resolved: dict[str, Any], main_process: bool) -> list[str]:
     """Returns the Trainer's `report_to`. Only rank 0 logs."""
-    factory = LOGGERS.get(cfg.logger.name)
-    return factory(cfg, run_dir, resolved) if main_process else []
+    if not main_process:
+        return []
+    return LOGGERS.get(cfg.logger.name).setup(cfg.logger, cfg.experiment_name, run_dir, resolved)
 
 
-@LOGGERS.register("none")
-def no_logger(cfg: DictConfig, run_dir: Path, resolved: dict[str, Any]) -> list[str]:
-    return []
+def finish_logger(cfg: DictConfig) -> None:
+    LOGGERS.get(cfg.logger.name).finish()
 
 
-@LOGGERS.register("tensorboard")
-def tensorboard(cfg: DictConfig, run_dir: Path, resolved: dict[str, Any]) -> list[str]:
+def _tensorboard(lcfg: DictConfig, experiment: str, run_dir: Path, resolved: dict[str, Any]) -> list[str]:
     # transformers 5 has no logging_dir argument; the TensorBoard callback reads this variable.
     os.environ["TENSORBOARD_LOGGING_DIR"] = str(run_dir / "tensorboard")
     return ["tensorboard"]
 
 
-@LOGGERS.register("wandb")
-def wandb_logger(cfg: DictConfig, run_dir: Path, resolved: dict[str, Any]) -> list[str]:
+def _wandb(lcfg: DictConfig, experiment: str, run_dir: Path, resolved: dict[str, Any]) -> list[str]:
     import wandb
 
-    lcfg = cfg.logger
     mode = lcfg.mode or ("online" if os.environ.get("WANDB_API_KEY") else "offline")
     if mode == "offline":
         log.info("W&B: no API key, logging offline into %s/wandb (upload later with `wandb sync`)", run_dir)
     wandb.init(
         project=lcfg.project, entity=lcfg.entity, group=lcfg.group, tags=list(lcfg.tags) or None,
-        name=f"{cfg.experiment_name}-{run_dir.name}", dir=str(run_dir), mode=mode,
+        name=f"{experiment}-{run_dir.name}", dir=str(run_dir), mode=mode,
         config=resolved,  # the resolved config, secrets redacted, CLI overrides included
         settings=wandb.Settings(x_disable_stats=False, console="off"),
     )
@@ -53,9 +83,13 @@ def wandb_logger(cfg: DictConfig, run_dir: Path, resolved: dict[str, Any]) -> li
     return ["wandb"]
 
 
-def finish_logger(cfg: DictConfig) -> None:
-    if cfg.logger.name == "wandb":
-        import wandb
+def _finish_wandb() -> None:
+    import wandb
 
-        if wandb.run is not None:
-            wandb.finish()
+    if wandb.run is not None:
+        wandb.finish()
+
+
+LOGGERS.add("none", Logger(NoLoggerConfig, lambda *_: []))
+LOGGERS.add("tensorboard", Logger(TensorBoardConfig, _tensorboard))
+LOGGERS.add("wandb", Logger(WandbConfig, _wandb, _finish_wandb))

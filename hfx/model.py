@@ -2,21 +2,18 @@
 
 from __future__ import annotations
 
+import contextlib
 import logging
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
 from omegaconf import DictConfig, OmegaConf
 
+from hfx.architectures import ARCHITECTURES, ENCODER_DECODER
 from hfx.errors import HfxError
-from hfx.registry import Registry
 
 log = logging.getLogger("hfx")
-
-# Architecture name -> transformers model_type, for models built from a config.
-ARCHITECTURES: Registry[str] = Registry("architecture")
-for _name in ("bert", "roberta", "distilbert", "llama", "gpt2", "bart", "t5", "mistral", "qwen2"):
-    ARCHITECTURES.add(_name, _name)
 
 
 @dataclass
@@ -43,10 +40,11 @@ def load_config(mcfg: DictConfig, tokenizer: Any, extra: dict[str, Any]) -> Any:
                 raise HfxError(f"model.config.{key}: not a field of {type(config).__name__}")
             setattr(config, key, value)
     elif mcfg.architecture:
-        model_type = ARCHITECTURES.get(mcfg.architecture)
+        record = ARCHITECTURES.get(mcfg.architecture)
+        model_type = record.model_type
         special = {f"{k}_id": getattr(tokenizer, f"{k}_id") for k in ("pad_token", "bos_token", "eos_token")
                    if getattr(tokenizer, f"{k}_id", None) is not None}
-        if model_type in ("bart", "t5") and "decoder_start_token_id" not in overrides:
+        if record.shape == ENCODER_DECODER and "decoder_start_token_id" not in overrides:
             special["decoder_start_token_id"] = special.get("bos_token_id", special.get("pad_token_id"))
         config = AutoConfig.for_model(model_type, vocab_size=len(tokenizer), **{**special, **overrides})
     else:
@@ -62,14 +60,16 @@ def build_model(mcfg: DictConfig, auto_class: Any, config: Any) -> BuiltModel:
         log.info("built %s from scratch: %.2fM parameters", type(model).__name__, _count(model) / 1e6)
         return BuiltModel(model, fresh_modules=[])
     try:
-        model, info = auto_class.from_pretrained(
-            mcfg.name_or_path,
-            config=config,
-            revision=mcfg.revision,
-            trust_remote_code=mcfg.trust_remote_code,
-            use_safetensors=True,
-            output_loading_info=True,
-        )
+        # transformers prints a table of missing keys at warning level; hfx says the same in one line below.
+        with without_records("transformers.modeling_utils", "LOAD REPORT"):
+            model, info = auto_class.from_pretrained(
+                mcfg.name_or_path,
+                config=config,
+                revision=mcfg.revision,
+                trust_remote_code=mcfg.trust_remote_code,
+                use_safetensors=True,
+                output_loading_info=True,
+            )
     except OSError as e:
         raise HfxError(
             f"model.name_or_path: cannot load safetensors weights from '{mcfg.name_or_path}' ({str(e).splitlines()[0]})"
@@ -77,8 +77,27 @@ def build_model(mcfg: DictConfig, auto_class: Any, config: Any) -> BuiltModel:
     fresh = sorted({k.rsplit(".", 1)[0] for k in info.get("missing_keys", [])})
     if fresh:
         log.info("weights not in the checkpoint, initialised fresh and trained in full: %s", ", ".join(fresh))
+    unused = sorted({k.rsplit(".", 1)[0] for k in info.get("unexpected_keys", [])})
+    if unused:
+        log.info("checkpoint weights this model does not use: %s", ", ".join(unused))
     log.info("loaded %s from %s: %.2fM parameters", type(model).__name__, mcfg.name_or_path, _count(model) / 1e6)
     return BuiltModel(model, fresh_modules=fresh)
+
+
+@contextlib.contextmanager
+def without_records(logger_name: str, text: str) -> Iterator[None]:
+    """Drop one library logger's records that contain `text` for the block (its level stays: transformers runs
+    extra checks at some levels)."""
+    logger = logging.getLogger(logger_name)
+
+    def keep(record: logging.LogRecord) -> bool:
+        return text not in record.getMessage()
+
+    logger.addFilter(keep)
+    try:
+        yield
+    finally:
+        logger.removeFilter(keep)
 
 
 def _count(model: Any) -> int:

@@ -17,6 +17,7 @@ def plot_curves(log_history: list[dict[str, Any]], target: Path) -> Path | None:
     try:
         import matplotlib
 
+        logging.getLogger("matplotlib").setLevel(logging.WARNING)  # its font-cache notice is not ours to show
         matplotlib.use("Agg")
         import matplotlib.pyplot as plt
     except ImportError:

@@ -5,12 +5,13 @@ from __future__ import annotations
 import json
 import os
 import re
-import shutil
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from omegaconf import DictConfig, OmegaConf
+
+from hfx.files import new_dir, write_text
 
 SECRET_NAME = re.compile(r"(KEY|TOKEN|SECRET|PASSWORD|PASSWD|CREDENTIAL|AUTH)", re.I)
 SECRET_KEY = re.compile(r"^(.*_)?(api_key|apikey|secret|password|hf_token|auth_token|access_token)$", re.I)
@@ -54,7 +55,7 @@ class RunDir:
     def write_config(self, cfg: DictConfig) -> dict[str, Any]:
         resolved = resolved_config(cfg)
         self.path.mkdir(parents=True, exist_ok=True)
-        (self.path / "config.yaml").write_text(OmegaConf.to_yaml(OmegaConf.create(resolved)))
+        write_text(self.path / "config.yaml", OmegaConf.to_yaml(OmegaConf.create(resolved)))
         # Hydra's own copy keeps interpolations (e.g. ${oc.env:...}); scrub its overrides of secrets too.
         hydra_dir = self.path / ".hydra"
         for name in ("overrides.yaml", "config.yaml", "hydra.yaml"):
@@ -67,32 +68,33 @@ class RunDir:
         return resolved
 
     def write_json(self, name: str, data: dict[str, Any]) -> Path:
-        target = self.path / name
-        tmp = target.with_suffix(target.suffix + ".tmp")
-        tmp.write_text(json.dumps(data, indent=2, sort_keys=True) + "\n")
-        tmp.replace(target)
-        return target
+        return write_text(self.path / name, json.dumps(data, indent=2, sort_keys=True) + "\n")
 
     def write_jsonl(self, name: str, rows: list[dict[str, Any]]) -> Path:
-        target = self.path / name
-        with target.open("w") as f:
-            for row in rows:
-                f.write(json.dumps(row, ensure_ascii=False, default=str) + "\n")
-        return target
+        lines = (json.dumps(row, ensure_ascii=False, default=str) + "\n" for row in rows)
+        return write_text(self.path / name, "".join(lines))
 
     def save_model(self, model: Any, tokenizer: Any, extra_files: dict[str, Any] | None = None) -> Path:
-        """Write to a temporary folder, then move into place: a failed save never leaves a half model."""
-        tmp = self.path / "model.partial"
-        shutil.rmtree(tmp, ignore_errors=True)
-        model.save_pretrained(str(tmp))
-        tokenizer.save_pretrained(str(tmp))
-        for name, data in (extra_files or {}).items():
-            (tmp / name).write_text(json.dumps(data, indent=2) + "\n")
-        if self.model_dir.exists():
-            shutil.rmtree(self.model_dir)
-        tmp.rename(self.model_dir)
+        """Written beside model/ and moved into place: a failed save never leaves a half model."""
+        with new_dir(self.model_dir, replace=True) as tmp:
+            model.save_pretrained(str(tmp))
+            tokenizer.save_pretrained(str(tmp))
+            for name, data in (extra_files or {}).items():
+                (tmp / name).write_text(json.dumps(data, indent=2) + "\n")
         return self.model_dir
 
     def mark_failed(self, message: str) -> None:
         if self.path.is_dir():
             (self.path / "FAILED").write_text(message + "\n")
+
+
+def print_summary(title: str, path: Path, metrics: dict[str, Any], extra_keys: tuple[str, ...] = ()) -> None:
+    """The few numbers a person looks for first, printed at the end of a command."""
+    shown = {k: v for k, v in metrics.items()
+             if k.startswith("eval_") and not any(s in k for s in ("runtime", "per_second", "preparation_time"))}
+    shown.update({k: metrics[k] for k in extra_keys if k in metrics})
+    width = max(map(len, shown)) if shown else 0
+    lines = [title]
+    lines += [f"  {k:<{width}}  {v:.4f}" if isinstance(v, float) else f"  {k:<{width}}  {v}" for k, v in shown.items()]
+    lines.append(f"  run dir  {path}")
+    print("\n".join(lines), flush=True)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import itertools
 import logging
 import os
 from collections.abc import Callable, Iterator
@@ -12,6 +13,7 @@ from typing import Any
 from omegaconf import DictConfig
 
 from hfx.errors import HfxError
+from hfx.files import new_dir
 from hfx.registry import Registry
 
 log = logging.getLogger("hfx")
@@ -79,7 +81,8 @@ def _trained(kind: str, tcfg: DictConfig, texts: TextSource, cache_dir: str, dat
         tk.decoder = decoders.ByteLevel()
         trainer = trainers.BpeTrainer(vocab_size=tcfg.vocab_size, min_frequency=tcfg.min_frequency,
                                       special_tokens=specials, initial_alphabet=pre_tokenizers.ByteLevel.alphabet())
-    tk.train_from_iterator(texts(), trainer=trainer)
+    sample = itertools.islice(texts(), tcfg.train_samples) if tcfg.train_samples > 0 else texts()
+    tk.train_from_iterator(sample, trainer=trainer)
     cls, sep = tk.token_to_id("[CLS]"), tk.token_to_id("[SEP]")
     if kind == "wordpiece":
         tk.post_processor = processors.TemplateProcessing(
@@ -87,13 +90,9 @@ def _trained(kind: str, tcfg: DictConfig, texts: TextSource, cache_dir: str, dat
         )
     # tokenizers-trained vocabularies reload without a special_tokens_map: name every special explicitly.
     tok = PreTrainedTokenizerFast(tokenizer_object=tk, **SPECIALS)
-    tmp = path.with_name(path.name + f".tmp{os.getpid()}")
-    tok.save_pretrained(str(tmp))
-    try:
-        tmp.rename(path)
-    except OSError:
-        pass
-    return AutoTokenizer.from_pretrained(str(path if path.is_dir() else tmp))
+    with new_dir(path) as tmp:
+        tok.save_pretrained(str(tmp))
+    return AutoTokenizer.from_pretrained(str(path))
 
 
 @TOKENIZERS.register("wordpiece")
@@ -106,13 +105,11 @@ def bpe_tokenizer(tcfg: DictConfig, mcfg: DictConfig, texts: TextSource, cache_d
     return _trained("bpe", tcfg, texts, cache_dir, data_key)
 
 
-ENCODER_ARCHITECTURES = {"bert", "roberta", "distilbert"}
-
-
 @TOKENIZERS.register("auto")
 def auto_tokenizer(tcfg: DictConfig, mcfg: DictConfig, texts: TextSource, cache_dir: str, data_key: str) -> Any:
     """The pretrained model's tokenizer; for a model built from scratch, WordPiece (encoders) or BPE (others)."""
     if tcfg.name_or_path or mcfg.name_or_path:
         return pretrained_tokenizer(tcfg, mcfg, texts, cache_dir, data_key)
-    kind = "wordpiece" if mcfg.architecture in ENCODER_ARCHITECTURES else "bpe"
-    return _trained(kind, tcfg, texts, cache_dir, data_key)
+    from hfx.architectures import ARCHITECTURES
+
+    return _trained(ARCHITECTURES.get(mcfg.architecture).tokenizer, tcfg, texts, cache_dir, data_key)

@@ -11,7 +11,7 @@ import json
 import re
 from pathlib import Path
 
-from hfx.tasks.question_answering import normalize_answer, squad_metrics
+from hfx.metrics.squad import normalize_answer, squad_metrics
 
 SENTENCE_END = re.compile(r"(?<=[.!?])\s+")
 

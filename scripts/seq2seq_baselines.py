@@ -12,7 +12,7 @@ import argparse
 import json
 from pathlib import Path
 
-from hfx.tasks.seq2seq import bleu, rouge
+from hfx.metrics.text import bleu, rouge
 
 
 def read_jsonl(path: Path, n: int) -> list[dict]:

@@ -60,11 +60,6 @@ def cache(hfx_cache: Path) -> Path:
     return hfx_cache
 
 
-def hydra_quote(value: str) -> str:
-    """A string as one Hydra override value, whatever characters it holds."""
-    return "'" + value.replace("'", "\\'") + "'"
-
-
 def predict_ok(run_dir: Path, value: str | dict, cache: Path, *overrides: str) -> list[dict]:
     """`hfx predict` as a user runs it: a string as input=..., a record (dict) through input_file=<jsonl>.
     Returns the prediction rows."""
@@ -73,7 +68,7 @@ def predict_ok(run_dir: Path, value: str | dict, cache: Path, *overrides: str) -
         source.write_text(json.dumps(value) + "\n")
         args = [f"input_file={source}", f"output_file={target}"]
     else:
-        args = [f"input={hydra_quote(value)}"]
+        args = [f"input={value}"]  # free text, as typed
     r = run_hfx("predict", f"run={run_dir}", *args, *overrides, cache=cache)
     assert r.returncode == 0, f"hfx predict failed:\n{r.stderr[-4000:]}"
     rows = [json.loads(line) for line in r.stdout.splitlines() if line.startswith("{")]

@@ -6,7 +6,7 @@ import logging
 
 import pytest
 
-from hfx.cli import compose
+from hfx.config.compose import compose
 from hfx.config.store import register_configs
 from hfx.data import load_splits, tokenize_splits
 from hfx.errors import HfxError

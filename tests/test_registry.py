@@ -25,9 +25,9 @@ def test_duplicate_name_is_an_error() -> None:
 
 def test_every_kind_has_its_registry() -> None:
     from hfx.adapters import PEFT_METHODS
+    from hfx.architectures import ARCHITECTURES
     from hfx.data import FILE_BUILDERS
     from hfx.loggers import LOGGERS
-    from hfx.model import ARCHITECTURES
     from hfx.tasks import TASKS
     from hfx.tokenizer import TOKENIZERS
 

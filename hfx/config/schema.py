@@ -77,19 +77,11 @@ class DatasetConfig:
 
 
 @dataclass
-class PeftConfig:
-    # Registry name: none, lora.
-    name: str = "none"
-    r: int = 8
-    alpha: int = 16
-    dropout: float = 0.1
-    # Module names to adapt; empty = the architecture's usual attention projections.
-    target_modules: list[str] = field(default_factory=list)
-    # Extra modules trained in full; weights the checkpoint lacks (new heads) are always added.
-    modules_to_save: list[str] = field(default_factory=list)
-    bias: str = "none"
-    # Save the merged model (loadable without peft) rather than the adapter alone.
-    merge_on_save: bool = True
+class EntryConfig:
+    """Base of a group whose options each have their own schema (task, peft, logger): `name` picks the registry
+    entry; the entry's module extends this with its own fields."""
+
+    name: str = MISSING
 
 
 @dataclass
@@ -132,7 +124,8 @@ class TrainerConfig:
     use_cpu: bool = False
     # group_by_length pads least; hfx keeps evaluation sequential either way.
     train_sampling_strategy: str = "group_by_length"
-    gradient_checkpointing: bool = False
+    # Recompute activations in the backward pass to save memory (transformers 5's name for gradient checkpointing).
+    activation_checkpointing: bool = False
     dataloader_num_workers: int = 0
     dataloader_drop_last: bool = False
     eval_accumulation_steps: int | None = None
@@ -145,33 +138,21 @@ class TrainerConfig:
 
 
 @dataclass
-class LoggerConfig:
-    # Registry name: none, wandb, tensorboard.
-    name: str = "none"
-    project: str = "hfx"
-    entity: str | None = None
-    # wandb mode: null = online with an API key, offline without one.
-    mode: str | None = None
-    tags: list[str] = field(default_factory=list)
-    group: str | None = None
-
-
-@dataclass
 class TrainConfig:
     task: Any = MISSING
     model: ModelConfig = field(default_factory=ModelConfig)
     tokenizer: TokenizerConfig = field(default_factory=TokenizerConfig)
     dataset: DatasetConfig = field(default_factory=DatasetConfig)
-    peft: PeftConfig = field(default_factory=PeftConfig)
+    # Typed per option: conf/peft/<name>.yaml builds on the schema of that PEFT method (hfx/adapters.py).
+    peft: Any = MISSING
     trainer: TrainerConfig = field(default_factory=TrainerConfig)
-    logger: LoggerConfig = field(default_factory=LoggerConfig)
+    # Typed per option: conf/logger/<name>.yaml builds on that logger's schema (hfx/loggers.py).
+    logger: Any = MISSING
     experiment_name: str = "default"
     # Where tokenizers and tokenized datasets are cached (reused when the same config runs again).
     cache_dir: str = "~/.cache/hfx"
     # Number of evaluation examples written to predictions.jsonl (-1 = all).
     num_predictions: int = -1
-    # Print the resolved config at the start of a run.
-    print_config: bool = False
 
 
 @dataclass
@@ -182,12 +163,13 @@ class PredictConfig:
     output_file: str | None = None
     # Pipeline keyword arguments (e.g. top_k, max_new_tokens).
     pipeline: dict[str, Any] = field(default_factory=dict)
+    # Records of input_file sent through the pipeline together.
     batch_size: int = 16
 
 
 @dataclass
 class EvaluateConfig:
     run: str = MISSING
+    # Overrides on the run's saved dataset config (eval_split, data_files, data_dir, max_eval_samples, ...).
     dataset: dict[str, Any] = field(default_factory=dict)
-    output_dir: str | None = None
     per_device_eval_batch_size: int = 64

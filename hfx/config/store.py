@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 import functools
+from typing import Any
 
 from hydra.core.config_store import ConfigStore
-from omegaconf import OmegaConf
+from omegaconf import DictConfig, OmegaConf
 
 from hfx.config.schema import EvaluateConfig, PredictConfig, TrainConfig
 from hfx.errors import HfxError
@@ -34,18 +35,27 @@ def bundled_file(rel: str) -> str:
     return str(path)
 
 
-@functools.cache
-def register_configs() -> None:
+def entry_registries() -> dict[str, Registry]:
+    """Groups whose options each have a schema of their own: group -> registry of entries with `.schema`."""
+    from hfx.adapters import PEFT_METHODS
+    from hfx.loggers import LOGGERS
     from hfx.tasks import TASKS
 
+    return {"task": TASKS, "peft": PEFT_METHODS, "logger": LOGGERS}
+
+
+@functools.cache
+def register_configs() -> None:
     OmegaConf.register_new_resolver("packaged_model", packaged_model, replace=True)
     OmegaConf.register_new_resolver("resource", bundled_file, replace=True)
     cs = ConfigStore.instance()
     cs.store(name="hfx_train_schema", node=TrainConfig)
     cs.store(name="hfx_predict_schema", node=PredictConfig)
     cs.store(name="hfx_evaluate_schema", node=EvaluateConfig)
-    for name in TASKS:
-        cs.store(group="schema/task", name=name, node=TASKS.get(name).schema)
+    # conf/<group>/<option>.yaml builds on /schema/<group>/<name>, so its keys and types are checked.
+    for group, registry in entry_registries().items():
+        for name in registry:
+            cs.store(group=f"schema/{group}", name=name, node=registry.get(name).schema)
     # experiments/<name>.yaml -> `experiment=<name>`, found the same way in a checkout and in a wheel.
     for path in sorted(experiments_dir().glob("*.yaml")):
         cs.store(group="experiment", name=path.stem, node=OmegaConf.load(path), package="_global_")
@@ -53,3 +63,22 @@ def register_configs() -> None:
 
 def experiment_names() -> list[str]:
     return sorted(p.stem for p in experiments_dir().glob("*.yaml"))
+
+
+def typed_train_config(saved: Any, where: str) -> DictConfig:
+    """A saved (resolved) train config typed again by the schemas, so code reads it as it reads a composed one."""
+    from omegaconf.errors import OmegaConfBaseException
+
+    from hfx.config.compose import explain_config_error
+
+    try:
+        cfg = OmegaConf.merge(OmegaConf.structured(TrainConfig), {k: v for k, v in saved.items()
+                                                                  if k not in entry_registries()})
+        for group, registry in entry_registries().items():
+            section = saved.get(group)
+            schema = registry.get(section.name).schema
+            cfg[group] = OmegaConf.merge(OmegaConf.structured(schema), section)
+    except (OmegaConfBaseException, AttributeError) as e:
+        raise HfxError(f"{where}: does not fit this version of hfx ({explain_config_error(e)})") from e
+    OmegaConf.set_struct(cfg, True)
+    return cfg

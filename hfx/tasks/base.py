@@ -87,10 +87,6 @@ class Task:
         """The pipeline saved in hfx_task.json for this run (a task whose flavour picks it overrides this)."""
         return self.pipeline_task
 
-    def register_pipeline(self) -> None:
-        """Called before `transformers.pipeline(...)` serves this task: register a pipeline class that transformers
-        no longer ships (transformers 5 removed question-answering, summarization and translation)."""
-
     def pipeline_kwargs(self) -> dict[str, Any]:
         """Keyword arguments for the pipeline call in `hfx predict` (the user's `pipeline.*` wins)."""
         return {}
@@ -101,3 +97,9 @@ class Task:
 
 
 TASKS: Registry[Task] = Registry("task")
+
+
+def prediction_count(num_predictions: int, available: int) -> int:
+    """How many evaluation rows go to predictions.jsonl: the config's `num_predictions` (-1 = all) of those
+    available."""
+    return available if num_predictions < 0 else min(num_predictions, available)

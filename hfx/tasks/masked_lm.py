@@ -1,5 +1,5 @@
 """Masked language modelling (BERT-style): random masking for training, a fixed seeded masking for evaluation, and
-perplexity weighted by masked tokens."""
+perplexity weighted by masked tokens (hfx.metrics.perplexity)."""
 
 from __future__ import annotations
 
@@ -12,9 +12,9 @@ from omegaconf import DictConfig
 
 from hfx.data import require_columns
 from hfx.errors import HfxError
-from hfx.tasks.base import TASKS, Evaluation, Task, TaskConfig
-
-IGNORE = -100
+from hfx.labels import IGNORE_INDEX
+from hfx.metrics.perplexity import masked_lm_metrics, masked_nll, masked_token_scores
+from hfx.tasks.base import TASKS, Evaluation, Task, TaskConfig, prediction_count
 
 
 @dataclass
@@ -42,7 +42,7 @@ def mask_tokens(
 
     ids = np.asarray(input_ids, dtype=np.int64)
     selected = (rng.random(len(ids)) < mlm_probability) & (np.asarray(special, dtype=bool) == 0)
-    labels = np.where(selected, ids, IGNORE)
+    labels = np.where(selected, ids, IGNORE_INDEX)
     choice = rng.random(len(ids))
     masked = ids.copy()
     masked[selected & (choice < 0.8)] = mask_id
@@ -98,9 +98,9 @@ class MaskedLM(Task):
 
     def validate_data(self, raw: Any, cfg: DictConfig) -> None:
         if cfg.model.architecture and not cfg.model.name_or_path:  # from scratch: fail before any tokenizing
-            from hfx.model import ARCHITECTURES
+            from hfx.architectures import ARCHITECTURES
 
-            _require_mlm_head(ARCHITECTURES.get(cfg.model.architecture))
+            _require_mlm_head(ARCHITECTURES.get(cfg.model.architecture).model_type)
         t = cfg.task
         if not 0 < t.mlm_probability < 1:
             raise HfxError(f"task.mlm_probability: expected a probability in (0, 1), got {t.mlm_probability}")
@@ -201,12 +201,12 @@ class MaskedLM(Task):
         # The Trainer's eval_loss averages batch means; this one averages over masked tokens.
         metrics["eval_loss"] = total / count
         metrics["eval_perplexity"] = math.exp(total / count)
-        n = len(features) if cfg.num_predictions < 0 else min(cfg.num_predictions, len(features))
+        n = prediction_count(cfg.num_predictions, len(features))
         texts = raw[cfg.dataset.text_column] if not cfg.task.block_size else None
         rows = []
         for i in range(n):
             ids, ref = features[i]["input_ids"], features[i]["labels"]
-            positions = [j for j, lab in enumerate(ref) if lab != IGNORE]
+            positions = [j for j, lab in enumerate(ref) if lab != IGNORE_INDEX]
             row = {"input": texts[i]} if texts is not None else {"block": i}
             row.update(
                 masked_input=tokenizer.decode(ids),
@@ -226,43 +226,6 @@ def _require_mlm_head(model_type: str) -> None:
             f"model: masked_lm needs an encoder with a masked-LM head (bert, roberta, distilbert, ...); "
             f"'{model_type}' has none"
         )
-
-
-def masked_token_scores(logits: Any, labels: Any) -> Any:
-    """Per batch, keep only what the metrics need at masked positions: the top prediction and the token's
-    negative log-likelihood (-100 / 0 elsewhere). The full vocabulary logits are never accumulated."""
-    import torch
-    import torch.nn.functional as F
-
-    if isinstance(logits, tuple):
-        logits = logits[0]
-    mask = labels != IGNORE
-    selected = logits[mask].float()
-    preds = torch.full(labels.shape, IGNORE, dtype=torch.long, device=labels.device)
-    nll = torch.zeros(labels.shape, dtype=torch.float32, device=labels.device)
-    preds[mask] = selected.argmax(dim=-1)
-    nll[mask] = F.cross_entropy(selected, labels[mask], reduction="none")
-    return preds, nll
-
-
-def masked_nll(nll: Any, label_ids: Any) -> tuple[float, int]:
-    """(summed NLL, number of masked tokens) over the whole evaluation set."""
-    mask = label_ids != IGNORE
-    return float(nll[mask].astype("float64").sum()), int(mask.sum())
-
-
-def masked_lm_metrics(eval_pred: Any) -> dict[str, float]:
-    preds, nll = eval_pred.predictions
-    labels = eval_pred.label_ids
-    total, count = masked_nll(nll, labels)
-    mask = labels != IGNORE
-    if count == 0:
-        return {"perplexity": float("nan"), "accuracy": float("nan")}
-    return {
-        "perplexity": math.exp(total / count),
-        "accuracy": float((preds[mask] == labels[mask]).mean()),
-        "masked_tokens": count,
-    }
 
 
 TASKS.add(MaskedLM.name, MaskedLM())

@@ -1,14 +1,12 @@
 """Extractive question answering (SQuAD-style): a question and a context -> the answer span of the context.
 
 Long contexts are split into overlapping windows (features); evaluation maps the best span over all windows of an
-example back to the context text and scores it with SQuAD exact match and F1."""
+example back to the context text and scores it with SQuAD exact match and F1 (hfx.metrics.squad). The windowing
+and span helpers here also serve `hfx predict` (hfx.pipelines.extractive_qa)."""
 
 from __future__ import annotations
 
 import collections
-import functools
-import re
-import string
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -17,8 +15,10 @@ from omegaconf import DictConfig
 
 from hfx.data import map_features, require_columns
 from hfx.errors import HfxError
-from hfx.tasks.base import TASKS, Evaluation, Task, TaskConfig
+from hfx.metrics.squad import squad_metrics, squad_scores
+from hfx.tasks.base import TASKS, Evaluation, Task, TaskConfig, prediction_count
 
+# transformers 5 has no pipeline of this name: hfx.pipelines.extractive_qa registers one.
 PIPELINE_TASK = "question-answering"
 # Characters of the context kept in predictions.jsonl (the full text is in the dataset).
 CONTEXT_PREVIEW = 300
@@ -223,42 +223,6 @@ def predict_answers(
     return answers
 
 
-# SQuAD v1.1 evaluation (the official script's normalisation): lowercase, no punctuation, no articles,
-# single spaces; exact match and token F1, each the max over the gold answers.
-_ARTICLES = re.compile(r"\b(a|an|the)\b")
-_PUNCTUATION = set(string.punctuation)
-
-
-def normalize_answer(text: str) -> str:
-    text = "".join(ch for ch in text.lower() if ch not in _PUNCTUATION)
-    return " ".join(_ARTICLES.sub(" ", text).split())
-
-
-def exact_match(prediction: str, gold: str) -> float:
-    return float(normalize_answer(prediction) == normalize_answer(gold))
-
-
-def token_f1(prediction: str, gold: str) -> float:
-    pred, ref = normalize_answer(prediction).split(), normalize_answer(gold).split()
-    common = sum((collections.Counter(pred) & collections.Counter(ref)).values())
-    if common == 0:
-        return 0.0
-    precision, recall = common / len(pred), common / len(ref)
-    return 2 * precision * recall / (precision + recall)
-
-
-def squad_scores(prediction: str, golds: Sequence[str]) -> tuple[float, float]:
-    """(exact match, F1) in 0..1 of one prediction: the best over the gold answers."""
-    return max(exact_match(prediction, g) for g in golds), max(token_f1(prediction, g) for g in golds)
-
-
-def squad_metrics(predictions: Sequence[str], golds: Sequence[Sequence[str]]) -> dict[str, float]:
-    """Corpus exact_match and f1 in 0..100, as the SQuAD script reports them."""
-    scores = [squad_scores(p, g) for p, g in zip(predictions, golds, strict=True)]
-    n = max(len(scores), 1)
-    return {"exact_match": 100 * sum(s[0] for s in scores) / n, "f1": 100 * sum(s[1] for s in scores) / n}
-
-
 class QuestionAnswering(Task):
     name = "question_answering"
     pipeline_task = PIPELINE_TASK
@@ -348,7 +312,7 @@ class QuestionAnswering(Task):
         }
         ids = raw[d.id_column] if d.id_column in raw.column_names else list(range(len(raw)))
         questions = raw[d.question_column]
-        limit = len(predicted) if cfg.num_predictions < 0 else min(cfg.num_predictions, len(predicted))
+        limit = prediction_count(cfg.num_predictions, len(predicted))
         rows = []
         for i in range(limit):
             em, f1 = squad_scores(predicted[i], golds[i])
@@ -370,116 +334,6 @@ class QuestionAnswering(Task):
 
     def pipeline_inputs(self, record: dict[str, Any]) -> Any:
         return {"question": record["question"], "context": record["context"]}
-
-    def register_pipeline(self) -> None:
-        """Call before `transformers.pipeline(self.pipeline_task, ...)`: transformers 5 has no QA pipeline."""
-        register_pipeline()
-
-
-def register_pipeline() -> None:
-    """Make `transformers.pipeline("question-answering", ...)` work again in this process.
-
-    transformers 5 removed its extractive QA pipeline (it points to chat models instead); this puts back a small
-    one built on the same post-processing as hfx's evaluation."""
-    from transformers import AutoModelForQuestionAnswering
-    from transformers.pipelines import PIPELINE_REGISTRY, REMOVED_TASKS
-
-    REMOVED_TASKS.pop(PIPELINE_TASK, None)
-    impl = PIPELINE_REGISTRY.supported_tasks.get(PIPELINE_TASK, {}).get("impl")
-    if impl is not extractive_qa_pipeline_class():
-        PIPELINE_REGISTRY.register_pipeline(
-            PIPELINE_TASK,
-            pipeline_class=extractive_qa_pipeline_class(),
-            pt_model=AutoModelForQuestionAnswering,
-            type="text",
-        )
-
-
-@functools.cache
-def extractive_qa_pipeline_class() -> type:
-    from transformers import Pipeline
-
-    class ExtractiveQuestionAnsweringPipeline(Pipeline):
-        """{question, context} -> {answer, score, start, end}: the best span over the context's windows."""
-
-        _load_processor = False
-        _load_image_processor = False
-        _load_video_processor = False
-        _load_feature_extractor = False
-        _load_tokenizer = True
-
-        def __call__(
-            self, inputs: Any = None, question: str | None = None, context: str | None = None, **kwargs: Any
-        ) -> Any:
-            if inputs is None:
-                inputs = {"question": question, "context": context}
-            return super().__call__(inputs, **kwargs)
-
-        def _sanitize_parameters(
-            self,
-            max_seq_len: int | None = None,
-            doc_stride: int | None = None,
-            max_answer_len: int | None = None,
-            n_best: int | None = None,
-            **kwargs: Any,
-        ) -> Any:
-            pre = {
-                k: v
-                for k, v in {"max_seq_len": max_seq_len, "doc_stride": doc_stride}.items()
-                if v is not None
-            }
-            post = {
-                k: v for k, v in {"max_answer_len": max_answer_len, "n_best": n_best}.items() if v is not None
-            }
-            return pre, {}, post
-
-        def preprocess(
-            self, inputs: Any, max_seq_len: int | None = None, doc_stride: int = 128
-        ) -> dict[str, Any]:
-            if not isinstance(inputs, dict) or not {"question", "context"} <= set(inputs):
-                raise ValueError("question-answering input must be {'question': ..., 'context': ...}")
-            max_len = max_seq_len or min(self.tokenizer.model_max_length, 384)
-            stride = min(doc_stride, max_len // 2 - 1)
-            enc = encode_windows(
-                self.tokenizer, [inputs["question"]], [inputs["context"]], max_len, stride, padding=True
-            )
-            pad_on_right = self.tokenizer.padding_side == "right"
-            windows = window_features(enc, None, pad_on_right, self.tokenizer.cls_token_id)
-            import torch
-
-            tensors = {
-                k: torch.tensor(enc[k]) for k in ("input_ids", "attention_mask", "token_type_ids") if k in enc
-            }
-            return {**tensors, "offsets": windows["offset_mapping"], "context": inputs["context"]}
-
-        def _forward(self, model_inputs: dict[str, Any]) -> dict[str, Any]:
-            offsets, context = model_inputs.pop("offsets"), model_inputs.pop("context")
-            out = self.model(**model_inputs)
-            return {
-                "start_logits": out.start_logits,
-                "end_logits": out.end_logits,
-                "offsets": offsets,
-                "context": context,
-            }
-
-        def postprocess(
-            self, outputs: dict[str, Any], max_answer_len: int = 30, n_best: int = 20
-        ) -> dict[str, Any]:
-            start = outputs["start_logits"].float().log_softmax(-1).numpy()
-            end = outputs["end_logits"].float().log_softmax(-1).numpy()
-            best = None
-            for f, offsets in enumerate(outputs["offsets"]):
-                span = best_span(start[f], end[f], offsets, n_best, max_answer_len)
-                if span is not None and (best is None or span[0] > best[0]):
-                    best = span
-            if best is None:
-                return {"answer": "", "score": 0.0, "start": 0, "end": 0}
-            import math
-
-            score, s, e = best
-            return {"answer": outputs["context"][s:e], "score": math.exp(score), "start": s, "end": e}
-
-    return ExtractiveQuestionAnsweringPipeline
 
 
 TASKS.add(QuestionAnswering.name, QuestionAnswering())

@@ -1,23 +1,25 @@
-"""Sequence-to-sequence generation: summarization (ROUGE) and translation (BLEU) with encoder-decoder models."""
+"""Sequence-to-sequence generation: summarization (ROUGE) and translation (BLEU) with encoder-decoder models.
+Metrics in hfx.metrics.text; the pipelines that serve a run in hfx.pipelines.seq2seq."""
 
 from __future__ import annotations
 
-import functools
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
 from omegaconf import DictConfig
 
+from hfx.architectures import architecture
 from hfx.data import column, map_features, require_columns
 from hfx.errors import HfxError, one_of
-from hfx.tasks.base import TASKS, Evaluation, Task, TaskConfig
+from hfx.labels import IGNORE_INDEX
+from hfx.metrics.text import text_metrics
+from hfx.tasks.base import TASKS, Evaluation, Task, TaskConfig, prediction_count
 
-# task.metric -> the pipeline that serves the saved model and the key of its output.
-# transformers 5 removed the "summarization" / "translation" pipelines; hfx registers its own under these names
-# (register_pipelines) with the outputs transformers 4 gave.
-FLAVOURS = {"rouge": ("hfx-summarization", "summary_text"), "bleu": ("hfx-translation", "translation_text")}
-ENCODER_ONLY = {"bert", "roberta", "distilbert", "electra", "deberta", "deberta-v2", "albert", "xlm-roberta"}
+# task.metric -> the pipeline that serves the saved model. transformers 5 removed the "summarization" /
+# "translation" pipelines; hfx.pipelines.seq2seq registers these, with the outputs transformers 4 gave
+# (summary_text, translation_text).
+FLAVOURS = {"rouge": "hfx-summarization", "bleu": "hfx-translation"}
 
 
 @dataclass
@@ -69,14 +71,14 @@ def _require_fields(split: Any, key: str, name: str, what: str) -> None:
 
 class Seq2Seq(Task):
     name = "seq2seq"
-    pipeline_task = FLAVOURS["rouge"][0]
+    pipeline_task = FLAVOURS["rouge"]
     schema = Seq2SeqConfig
     peft_task_type = "SEQ_2_SEQ_LM"
     head_modules = ()
     seq2seq = True
 
     def pipeline_name(self, cfg: DictConfig) -> str:
-        return FLAVOURS[cfg.task.metric][0]
+        return FLAVOURS[cfg.task.metric]
 
     def auto_model_class(self, cfg: DictConfig) -> Any:
         from transformers import AutoModelForSeq2SeqLM
@@ -87,7 +89,8 @@ class Seq2Seq(Task):
         if getattr(model_config, "is_encoder_decoder", False):
             return
         kind = model_config.model_type
-        shape = "encoder-only" if kind in ENCODER_ONLY else "decoder-only"
+        arch = architecture(kind)
+        shape = "encoder-only" if arch is not None and arch.is_encoder_only else "decoder-only"
         raise HfxError(
             f"model: task seq2seq needs an encoder-decoder model (bart, t5); model type {kind} is {shape}"
         )
@@ -138,7 +141,7 @@ class Seq2Seq(Task):
 
         # The first hook that sees the live model: generation settings must be on it before any evaluation.
         configure_generation(model, tokenizer, cfg)
-        return DataCollatorForSeq2Seq(tokenizer, model=model, label_pad_token_id=-100)
+        return DataCollatorForSeq2Seq(tokenizer, model=model, label_pad_token_id=IGNORE_INDEX)
 
     def training_args(self, cfg: DictConfig) -> dict[str, Any]:
         # Generation settings live on model.generation_config (configure_generation), which is also saved.
@@ -162,14 +165,11 @@ class Seq2Seq(Task):
         preds = decode(out.predictions, tokenizer)
         d = cfg.dataset
         sources, references = column(raw, d.source_column), column(raw, d.target_column)
-        limit = len(preds) if cfg.num_predictions < 0 else min(cfg.num_predictions, len(preds))
+        limit = prediction_count(cfg.num_predictions, len(preds))
         rows = [
             {"source": sources[i], "reference": references[i], "prediction": preds[i]} for i in range(limit)
         ]
         return Evaluation(metrics=dict(out.metrics), predictions=rows)
-
-    def register_pipeline(self) -> None:
-        register_pipelines()
 
 
 def with_eos(ids: list[int], eos_id: int, max_length: int) -> list[int]:
@@ -219,70 +219,6 @@ def generated_length(ids: Any, tokenizer: Any) -> float:
     if ids.size == 0:
         return 0.0
     return float(((ids != tokenizer.pad_token_id) & (ids >= 0)).sum(axis=1).mean())
-
-
-def rouge(predictions: list[str], references: list[str]) -> dict[str, float]:
-    """Mean ROUGE-1/2/L F1 (rouge-score, Porter stemming), 0-100."""
-    from rouge_score import rouge_scorer
-
-    keys = ("rouge1", "rouge2", "rougeL")
-    scorer = rouge_scorer.RougeScorer(list(keys), use_stemmer=True)
-    totals = dict.fromkeys(keys, 0.0)
-    for pred, ref in zip(predictions, references, strict=True):
-        scores = scorer.score(ref, pred)
-        for k in keys:
-            totals[k] += scores[k].fmeasure
-    n = max(len(predictions), 1)
-    return {k: 100 * v / n for k, v in totals.items()}
-
-
-def bleu(predictions: list[str], references: list[str]) -> dict[str, float]:
-    """sacrebleu corpus BLEU (13a tokenization, one reference), 0-100."""
-    import sacrebleu
-
-    return {"bleu": float(sacrebleu.corpus_bleu(predictions, [references]).score)}
-
-
-def text_metrics(metric: str, predictions: list[str], references: list[str]) -> dict[str, float]:
-    return rouge(predictions, references) if metric == "rouge" else bleu(predictions, references)
-
-
-@functools.cache
-def register_pipelines() -> None:
-    """Register hfx-summarization / hfx-translation with transformers.pipeline (transformers 5 has no seq2seq one)."""
-    from transformers import AutoModelForSeq2SeqLM, Pipeline
-    from transformers.pipelines import PIPELINE_REGISTRY
-
-    class Seq2SeqGenerationPipeline(Pipeline):
-        """Text in, generated text out; generation settings come from the model's generation_config.json."""
-
-        _pipeline_calls_generate = True
-        _load_processor = False
-        _load_image_processor = False
-        _load_feature_extractor = False
-        _load_tokenizer = True
-        output_key = "generated_text"
-
-        def _sanitize_parameters(self, truncation: bool | None = None, **generate_kwargs: Any) -> tuple:
-            pre = {} if truncation is None else {"truncation": truncation}
-            return pre, generate_kwargs, {}
-
-        def preprocess(self, text: str, truncation: bool = True) -> Any:
-            return self.tokenizer((self.prefix or "") + text, return_tensors="pt", truncation=truncation)
-
-        def _forward(self, model_inputs: Any, **generate_kwargs: Any) -> Any:
-            kwargs = self._prepare_generate_kwargs(generate_kwargs)
-            return {"output_ids": self.model.generate(**model_inputs, **kwargs)}
-
-        def postprocess(self, model_outputs: Any) -> list[dict[str, str]]:
-            texts = self.tokenizer.batch_decode(model_outputs["output_ids"], skip_special_tokens=True)
-            return [{self.output_key: t.strip()} for t in texts]
-
-    for name, key in FLAVOURS.values():
-        cls = type(f"{key.split('_')[0].title()}Pipeline", (Seq2SeqGenerationPipeline,), {"output_key": key})
-        PIPELINE_REGISTRY.register_pipeline(
-            name, pipeline_class=cls, pt_model=AutoModelForSeq2SeqLM, type="text"
-        )
 
 
 TASKS.add(Seq2Seq.name, Seq2Seq())

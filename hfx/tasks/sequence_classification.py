@@ -10,7 +10,9 @@ from omegaconf import DictConfig
 
 from hfx.data import map_features, require_columns
 from hfx.errors import HfxError
-from hfx.tasks.base import TASKS, Evaluation, Task, TaskConfig
+from hfx.labels import label_maps, require_seen_in_training
+from hfx.metrics.classification import argmax_logits, classification_metrics
+from hfx.tasks.base import TASKS, Evaluation, Task, TaskConfig, prediction_count
 
 
 @dataclass
@@ -48,12 +50,7 @@ class SequenceClassification(Task):
         eval_values = raw["eval"].unique(col)
         if any(v is None for v in train_values + eval_values):
             raise HfxError(f"dataset.label_column: column '{col}' has empty labels")
-        unseen = sorted(set(map(str, eval_values)) - set(map(str, train_values)))
-        if unseen:
-            raise HfxError(
-                f"dataset.label_column: evaluation labels never seen in training: {', '.join(unseen[:10])} "
-                f"(training has {', '.join(sorted(map(str, train_values))[:10])})"
-            )
+        require_seen_in_training("label_column", sorted(map(str, train_values)), eval_values, "labels")
         feature = raw["train"].features[col]
         if getattr(feature, "names", None):
             return list(feature.names)
@@ -96,9 +93,7 @@ class SequenceClassification(Task):
         return map_features(split, encode, train)
 
     def model_kwargs(self, labels: list[str] | None) -> dict[str, Any]:
-        labels = labels or []
-        return {"num_labels": len(labels), "id2label": dict(enumerate(labels)),
-                "label2id": {n: i for i, n in enumerate(labels)}}
+        return label_maps(labels)
 
     def training_args(self, cfg: DictConfig) -> dict[str, Any]:
         # Sequence-classification loss ignores num_items_in_batch, so token averaging across devices
@@ -116,7 +111,7 @@ class SequenceClassification(Task):
         refs = out.label_ids.tolist()
         d = cfg.dataset
         rows = []
-        limit = len(preds) if cfg.num_predictions < 0 else min(cfg.num_predictions, len(preds))
+        limit = prediction_count(cfg.num_predictions, len(preds))
         for i in range(limit):
             row = {"input": raw[i][d.text_column]}
             if d.text_pair_column:
@@ -129,23 +124,6 @@ class SequenceClassification(Task):
         if "text_pair" in record:
             return {"text": record["text"], "text_pair": record["text_pair"]}
         return record["text"]
-
-
-def argmax_logits(logits: Any, labels: Any) -> Any:
-    """Reduce each batch to class ids so evaluation never holds the full logits."""
-    if isinstance(logits, tuple):
-        logits = logits[0]
-    return logits.argmax(dim=-1)
-
-
-def classification_metrics(eval_pred: Any) -> dict[str, float]:
-    from sklearn.metrics import accuracy_score, f1_score
-
-    preds, refs = eval_pred.predictions, eval_pred.label_ids
-    return {
-        "accuracy": float(accuracy_score(refs, preds)),
-        "f1_macro": float(f1_score(refs, preds, average="macro", zero_division=0)),
-    }
 
 
 TASKS.add(SequenceClassification.name, SequenceClassification())

@@ -1,4 +1,5 @@
-"""Token classification (NER, POS): one tag per word, aligned to sub-word tokens; entity-level seqeval scores."""
+"""Token classification (NER, POS): one tag per word, aligned to sub-word tokens; entity-level seqeval scores
+(hfx.metrics.entities)."""
 
 from __future__ import annotations
 
@@ -10,9 +11,11 @@ from omegaconf import DictConfig
 
 from hfx.data import map_features, require_columns
 from hfx.errors import HfxError
-from hfx.tasks.base import TASKS, Evaluation, Task, TaskConfig
+from hfx.labels import IGNORE_INDEX, label_maps, require_seen_in_training
+from hfx.metrics.classification import argmax_logits
+from hfx.metrics.entities import entity_scores, word_level_from_tokens
+from hfx.tasks.base import TASKS, Evaluation, Task, TaskConfig, prediction_count
 
-IGNORE = -100
 OUTSIDE = "O"
 
 
@@ -52,14 +55,14 @@ def align_labels(
     out, previous = [], None
     for w in word_ids:
         if w is None:
-            out.append(IGNORE)
+            out.append(IGNORE_INDEX)
         elif w != previous:
             out.append(word_labels[w])
         elif label_all_tokens:
             label = word_labels[w]
             out.append(continuation[label] if continuation is not None else label)
         else:
-            out.append(IGNORE)
+            out.append(IGNORE_INDEX)
         previous = w
     return out
 
@@ -78,31 +81,6 @@ def word_predictions(
         if pos < len(token_preds) and token_preds[pos] >= 0:
             tags[w] = labels[int(token_preds[pos])]
     return tags
-
-
-def entity_scores(references: list[list[str]], predictions: list[list[str]]) -> dict[str, float]:
-    """Entity-level precision / recall / F1 (seqeval, conlleval rules) and word accuracy."""
-    from seqeval.metrics import accuracy_score, f1_score, precision_score, recall_score
-
-    return {
-        "precision": float(precision_score(references, predictions, zero_division=0)),
-        "recall": float(recall_score(references, predictions, zero_division=0)),
-        "f1": float(f1_score(references, predictions, zero_division=0)),
-        "accuracy": float(accuracy_score(references, predictions)),
-    }
-
-
-def word_level_from_tokens(
-    preds: Any, label_ids: Any, labels: Sequence[str]
-) -> tuple[list[list[str]], list[list[str]]]:
-    """(references, predictions) per example from token arrays where exactly the first sub-token of each
-    word has a label (evaluation features are built that way) and everything else is -100."""
-    refs, hyps = [], []
-    for pred_row, label_row in zip(preds, label_ids, strict=True):
-        keep = [i for i, lab in enumerate(label_row) if lab != IGNORE]
-        refs.append([labels[int(label_row[i])] for i in keep])
-        hyps.append([labels[int(pred_row[i])] for i in keep])
-    return refs, hyps
 
 
 def _tag_names(labels: list[str] | None, tags: Sequence[Any]) -> list[str]:
@@ -159,13 +137,9 @@ class TokenClassification(Task):
                     f"O, B-PER, I-PER) for entity scoring; got {0 if names is None else len(names)}"
                 )
             return list(names)
-        unseen = sorted(set(map(str, eval_tags)) - set(map(str, train_tags)))
-        if unseen:
-            raise HfxError(
-                f"dataset.tags_column: evaluation tags never seen in training: {', '.join(unseen[:10])} "
-                f"(training has {', '.join(order_labels(train_tags)[:20])})"
-            )
-        return order_labels(train_tags)
+        names = order_labels(train_tags)
+        require_seen_in_training("tags_column", names, eval_tags, "tags")
+        return names
 
     def training_texts(self, split: Any, cfg: DictConfig) -> Iterator[str]:
         for words in split[cfg.dataset.tokens_column]:
@@ -217,12 +191,7 @@ class TokenClassification(Task):
         return map_features(split, encode, train)
 
     def model_kwargs(self, labels: list[str] | None) -> dict[str, Any]:
-        labels = labels or []
-        return {
-            "num_labels": len(labels),
-            "id2label": dict(enumerate(labels)),
-            "label2id": {n: i for i, n in enumerate(labels)},
-        }
+        return label_maps(labels)
 
     def collator(self, tokenizer: Any, model: Any, cfg: DictConfig) -> Any:
         from transformers import DataCollatorForTokenClassification
@@ -253,7 +222,7 @@ class TokenClassification(Task):
         # Rescore against every word of the raw data: words cut off by truncation count as predicted "O".
         metrics = dict(out.metrics)
         metrics.update({f"eval_{k}": v for k, v in entity_scores(references, predictions).items()})
-        limit = len(words) if cfg.num_predictions < 0 else min(cfg.num_predictions, len(words))
+        limit = prediction_count(cfg.num_predictions, len(words))
         rows = [
             {
                 "tokens": words[i],
@@ -267,13 +236,6 @@ class TokenClassification(Task):
 
     def pipeline_kwargs(self) -> dict[str, Any]:
         return {"aggregation_strategy": "simple"}
-
-
-def argmax_logits(logits: Any, labels: Any) -> Any:
-    """Reduce each batch to label ids so evaluation never holds the full logits."""
-    if isinstance(logits, tuple):
-        logits = logits[0]
-    return logits.argmax(dim=-1)
 
 
 TASKS.add(TokenClassification.name, TokenClassification())

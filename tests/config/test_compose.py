@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 from omegaconf import OmegaConf
 
-from hfx.cli import check_composed, compose
+from hfx.config.compose import check_composed, compose
 from hfx.config.store import experiment_names, register_configs
 from hfx.paths import conf_dir
 
@@ -69,3 +69,44 @@ def test_wrong_type_fails_at_composition() -> None:
 def test_task_options_are_typed_per_task() -> None:
     with pytest.raises(Exception, match="not_an_option"):
         compose("train", ["task.not_an_option=1"])
+
+
+def test_sweep_prevalidation_reads_hydra_grammar() -> None:
+    from hfx.config.compose import first_of_each_sweep
+
+    got = first_of_each_sweep([
+        "trainer.learning_rate=1e-3,2e-3",
+        "dataset.name='a,b'",  # a quoted comma is one value, not a sweep
+        "trainer.seed=range(3,6)",
+        "model=glob(tiny_*)",  # cannot be enumerated without the config loader: left out
+        "trainer.weight_decay=interval(0,0.1)",  # Optuna's: left out
+        "+extra=choice(x,y)",
+    ])
+    assert got == ["trainer.learning_rate=0.001", "dataset.name='a,b'", "trainer.seed=3", "+extra=x"]
+
+
+def test_peft_and_logger_options_have_their_own_schema() -> None:
+    cfg = compose("train", ["peft=lora", "peft.r=4", "logger=wandb", "logger.project=p"])
+    assert cfg.peft.r == 4 and cfg.logger.project == "p"
+    with pytest.raises(Exception, match="r"):
+        compose("train", ["peft=none", "peft.r=4"])  # full fine-tuning has no rank
+    with pytest.raises(Exception, match="project"):
+        compose("train", ["logger=tensorboard", "logger.project=p"])
+    with pytest.raises(Exception, match="peft.r"):
+        compose("train", ["peft=lora", "peft.r=many"])
+
+
+def test_a_saved_config_is_typed_again() -> None:
+    from hfx.config.store import typed_train_config
+    from hfx.errors import HfxError
+
+    saved = OmegaConf.create(OmegaConf.to_container(compose("train", ["peft.r=4"]), resolve=True))
+    cfg = typed_train_config(saved, "run=x: config.yaml")
+    assert cfg.peft.r == 4 and cfg.trainer.learning_rate == 5e-4
+    from omegaconf.errors import ConfigAttributeError
+
+    with pytest.raises(ConfigAttributeError):
+        cfg.peft.rank = 3  # struct: the schema's keys only
+    saved.trainer.learning_rat = 1.0
+    with pytest.raises(HfxError, match="learning_rat"):
+        typed_train_config(saved, "run=x: config.yaml")

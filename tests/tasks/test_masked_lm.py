@@ -1,4 +1,4 @@
-"""masked_lm: deterministic eval masking, token-weighted perplexity, block grouping, the CLI end to end."""
+"""masked_lm: deterministic eval masking, block grouping, the CLI end to end (its metrics: tests/metrics)."""
 
 from __future__ import annotations
 
@@ -10,14 +10,8 @@ import numpy as np
 import pytest
 from omegaconf import OmegaConf
 
-from hfx.tasks.masked_lm import (
-    IGNORE,
-    MaskedLM,
-    group_blocks,
-    mask_tokens,
-    masked_lm_metrics,
-    masked_token_scores,
-)
+from hfx.labels import IGNORE_INDEX
+from hfx.tasks.masked_lm import MaskedLM, group_blocks, mask_tokens
 from tests.conftest import TINY, assert_one_line_error, run_hfx, shared, train_ok
 
 
@@ -66,14 +60,14 @@ def test_mask_tokens_matches_collator_recipe():
     ids = list(range(100, 10100))
     special = [1] + [0] * (len(ids) - 2) + [1]
     masked, labels = mask_tokens(ids, special, rng, 0.15, mask_id=7, vocab_size=50)
-    selected = [i for i, lab in enumerate(labels) if lab != IGNORE]
+    selected = [i for i, lab in enumerate(labels) if lab != IGNORE_INDEX]
     assert 0 not in selected and len(ids) - 1 not in selected  # special tokens never masked
     assert all(labels[i] == ids[i] for i in selected)
     assert abs(len(selected) / len(ids) - 0.15) < 0.02
     as_mask = sum(masked[i] == 7 for i in selected) / len(selected)
     as_random = sum(masked[i] != 7 and masked[i] < 50 for i in selected) / len(selected)
     assert abs(as_mask - 0.8) < 0.05 and abs(as_random - 0.1) < 0.04
-    assert all(masked[i] == ids[i] for i in range(len(ids)) if labels[i] == IGNORE)
+    assert all(masked[i] == ids[i] for i in range(len(ids)) if labels[i] == IGNORE_INDEX)
 
 
 def test_eval_masking_is_deterministic(minilm_tokenizer):
@@ -86,11 +80,11 @@ def test_eval_masking_is_deterministic(minilm_tokenizer):
     # else is in the set.
     head = _eval_features(minilm_tokenizer, cfg, TEXTS[:3])
     assert head["labels"] == a["labels"][:3]
-    n_masked = sum(lab != IGNORE for row in a["labels"] for lab in row)
+    n_masked = sum(lab != IGNORE_INDEX for row in a["labels"] for lab in row)
     n_tokens = sum(len(row) - 2 for row in a["input_ids"])
     assert 0.08 < n_masked / n_tokens < 0.25
     for ids, labels in zip(a["input_ids"], a["labels"], strict=True):
-        assert labels[0] == IGNORE and labels[-1] == IGNORE  # [CLS] / [SEP]
+        assert labels[0] == IGNORE_INDEX and labels[-1] == IGNORE_INDEX  # [CLS] / [SEP]
         assert ids[0] == minilm_tokenizer.cls_token_id
 
 
@@ -101,36 +95,6 @@ def test_block_grouping(minilm_tokenizer):
     assert all(len(row) == 16 for row in feats["input_ids"][:-1])
     total = sum(len(minilm_tokenizer(t)["input_ids"]) for t in TEXTS)
     assert sum(feats["length"]) == total
-
-
-def test_perplexity_is_weighted_by_masked_tokens():
-    import torch
-
-    torch.manual_seed(0)
-    # Two batches with different numbers of masked tokens: a mean of batch means would be biased.
-    batches = []
-    for n_masked in (1, 9):
-        labels = torch.full((1, 12), IGNORE)
-        labels[0, :n_masked] = torch.randint(0, 20, (n_masked,))
-        logits = torch.randn(1, 12, 20)
-        batches.append((masked_token_scores(logits, labels), labels, logits))
-    preds = np.concatenate([b[0][0].numpy() for b in batches])
-    nll = np.concatenate([b[0][1].numpy() for b in batches])
-    labels = np.concatenate([b[1].numpy() for b in batches])
-    assert (preds[labels == IGNORE] == IGNORE).all()
-
-    from transformers import EvalPrediction
-
-    metrics = masked_lm_metrics(EvalPrediction(predictions=(preds, nll), label_ids=labels))
-    all_logits = torch.cat([b[2] for b in batches])
-    all_labels = torch.cat([b[1] for b in batches])
-    expected = torch.nn.functional.cross_entropy(
-        all_logits.reshape(-1, 20), all_labels.reshape(-1)
-    )  # token mean
-    assert metrics["masked_tokens"] == 10
-    assert math.isclose(metrics["perplexity"], math.exp(expected.item()), rel_tol=1e-5)
-    batch_mean = np.mean([torch.nn.functional.cross_entropy(b[2][0], b[1][0]).item() for b in batches])
-    assert not math.isclose(metrics["perplexity"], math.exp(batch_mean), rel_tol=1e-3)
 
 
 @pytest.mark.slow

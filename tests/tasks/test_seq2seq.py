@@ -1,4 +1,5 @@
-"""seq2seq: label construction, metric wrappers, decoding, bad input, and end-to-end runs of the real CLI."""
+"""seq2seq: label construction, decoding, bad input, and end-to-end runs of the real CLI (its metrics:
+tests/metrics, its pipelines: tests/pipelines)."""
 
 from __future__ import annotations
 
@@ -127,21 +128,6 @@ def test_decode_replaces_minus_100(tokenizer):
     assert generated_length(padded, tokenizer) == len(row)
 
 
-def test_rouge_and_bleu_on_known_strings():
-    from hfx.tasks.seq2seq import bleu, rouge, text_metrics
-
-    same = rouge(["the cat sat on the mat"], ["the cat sat on the mat"])
-    assert same == pytest.approx({"rouge1": 100.0, "rouge2": 100.0, "rougeL": 100.0})
-    # Stemming: "cats"/"cat", "sitting"/"sit" match.
-    stemmed = rouge(["cats sitting"], ["cat sit"])
-    assert stemmed["rouge1"] == pytest.approx(100.0)
-    half = rouge(["the cat"], ["the dog"])
-    assert half["rouge1"] == pytest.approx(50.0) and half["rouge2"] == pytest.approx(0.0)
-    assert bleu(["the cat sat on the mat ."], ["the cat sat on the mat ."])["bleu"] == pytest.approx(100.0)
-    assert bleu(["xyz"], ["the cat sat on the mat ."])["bleu"] == pytest.approx(0.0)
-    assert set(text_metrics("rouge", ["a"], ["a"])) == {"rouge1", "rouge2", "rougeL"}
-
-
 # --- bad input --------------------------------------------------------------------------------------------------
 
 
@@ -222,9 +208,9 @@ def test_encoder_only_model_is_rejected(tmp_path: Path, cache: Path):
 def _pipeline_text(model_dir: Path, name: str, key: str, text: str) -> str:
     from transformers import pipeline
 
-    from hfx.tasks.seq2seq import register_pipelines
+    from hfx.pipelines import register
 
-    register_pipelines()
+    register(name)
     info = json.loads((model_dir / "hfx_task.json").read_text())
     assert info["task"] == "seq2seq" and info["pipeline"] == name
     out = pipeline(info["pipeline"], model=str(model_dir))(text)

@@ -6,15 +6,9 @@ import json
 
 import pytest
 
-from hfx.tasks.token_classification import (
-    IGNORE,
-    align_labels,
-    continuation_ids,
-    entity_scores,
-    order_labels,
-    word_level_from_tokens,
-    word_predictions,
-)
+from hfx.labels import IGNORE_INDEX
+from hfx.metrics.entities import entity_scores, word_level_from_tokens
+from hfx.tasks.token_classification import align_labels, continuation_ids, order_labels, word_predictions
 from tests.conftest import TINY, assert_one_line_error, run_hfx, shared, train_ok
 
 LABELS = ["O", "B-location", "B-person", "I-location", "I-person"]
@@ -40,12 +34,12 @@ def test_first_subtoken_alignment_with_real_tokenizer(minilm_tokenizer):
     labels = align_labels(word_ids, tags, label_all_tokens=False, continuation=continuation_ids(LABELS))
     assert len(labels) == len(tokens)
     assert tokens[0] == "[CLS]" and tokens[-1] == "[SEP]"
-    assert labels[0] == IGNORE and labels[-1] == IGNORE
+    assert labels[0] == IGNORE_INDEX and labels[-1] == IGNORE_INDEX
     # Exactly one labelled token per word, at its first sub-token, in word order.
-    assert [lab for lab in labels if lab != IGNORE] == tags
+    assert [lab for lab in labels if lab != IGNORE_INDEX] == tags
     city = [i for i, w in enumerate(word_ids) if w == 2]
     assert len(city) > 1, tokens  # the city splits into several word pieces
-    assert labels[city[0]] == 1 and all(labels[i] == IGNORE for i in city[1:])
+    assert labels[city[0]] == 1 and all(labels[i] == IGNORE_INDEX for i in city[1:])
 
 
 def test_label_all_tokens_continues_b_as_i(minilm_tokenizer):
@@ -55,7 +49,7 @@ def test_label_all_tokens_continues_b_as_i(minilm_tokenizer):
     city = [i for i, w in enumerate(word_ids) if w == 0]
     assert labels[city[0]] == 1  # B-location
     assert all(labels[i] == 3 for i in city[1:])  # I-location on the continuation pieces
-    assert labels[0] == IGNORE and labels[-1] == IGNORE
+    assert labels[0] == IGNORE_INDEX and labels[-1] == IGNORE_INDEX
     # Without a continuation map the word's own label repeats.
     plain = align_labels(word_ids, [1, 0], label_all_tokens=True)
     assert all(plain[i] == 1 for i in city)
@@ -92,13 +86,6 @@ def test_word_level_scoring_from_subtoken_predictions(minilm_tokenizer):
     labels = align_labels(word_ids, [2, 0, 1, 0], label_all_tokens=False)
     refs, hyps = word_level_from_tokens([preds], [labels], LABELS)
     assert refs == [["B-person", "O", "B-location", "O"]] and hyps == [tags]
-
-
-def test_entity_scores_are_entity_level():
-    ref = [["B-person", "I-person", "O", "B-location"]]
-    hyp = [["B-person", "O", "O", "B-location"]]  # person span cut short: wrong entity
-    s = entity_scores(ref, hyp)
-    assert s["precision"] == 0.5 and s["recall"] == 0.5 and s["accuracy"] == 0.75
 
 
 @pytest.mark.slow

@@ -1,0 +1,52 @@
+"""`hfx evaluate run=<run dir> [dataset.eval_split=test | dataset.data_files.validation=<file>]`: the run's saved
+model evaluated on another split or file, with the run's own config for everything else."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from omegaconf import DictConfig, OmegaConf
+
+from hfx.errors import HfxError
+
+
+def main(args: list[str]) -> None:
+    from hfx.commands.job import run_job
+    from hfx.config.compose import validate
+    from hfx.stages import load_run
+
+    # dataset.* are overrides on the run's saved dataset config (typed by its schema when merged).
+    args = [f"+{a}" if a.startswith("dataset.") else a for a in args]
+    validate("evaluate", args, lambda cfg: load_run(cfg.run))
+    run_job("evaluate", args, evaluate)
+
+
+def evaluate(cfg: DictConfig, out_path: Path) -> dict[str, Any]:
+    from hfx.rundir import RunDir, print_summary
+    from hfx.stages import load_run, prepare_data
+    from hfx.trainer import build_trainer
+
+    run = load_run(cfg.run)
+    saved = run.cfg
+    try:
+        saved.dataset = OmegaConf.merge(saved.dataset, cfg.dataset)
+    except Exception as e:  # a misspelled dataset.* key
+        from hfx.config.compose import explain_config_error
+
+        raise HfxError(explain_config_error(e)) from e
+    saved.trainer.per_device_eval_batch_size = cfg.per_device_eval_batch_size
+
+    data = prepare_data(saved, tokenizer=run.tokenizer(), labels=run.labels, eval_only=True)
+    trainer = build_trainer(saved, run.task, run.model(), data.tokenizer, {"train": None, "eval": data.features["eval"]},
+                            data.labels, out_path / "checkpoints", [])
+    evaluation = run.task.evaluate(trainer, data.features["eval"], data.raw["eval"], data.tokenizer, saved,
+                                   data.labels)
+
+    out = RunDir(out_path)
+    out.path.mkdir(parents=True, exist_ok=True)
+    (out.path / "dataset.yaml").write_text(OmegaConf.to_yaml(saved.dataset))
+    out.write_json("metrics.json", evaluation.metrics)
+    out.write_jsonl("predictions.jsonl", evaluation.predictions)
+    print_summary(f"hfx: evaluated {run.path} ({run.task.name})", out.path, evaluation.metrics)
+    return evaluation.metrics

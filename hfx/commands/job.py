@@ -1,0 +1,51 @@
+"""Running a command as a Hydra job: config composed from conf/, errors inside the job kept to one line, and a
+run directory that failed marked so nobody mistakes it for a finished run."""
+
+from __future__ import annotations
+
+import sys
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from hfx.errors import HfxError, exit_with, full_error
+
+Job = Callable[[Any, Path], Any]
+
+
+def run_job(config_name: str, args: list[str], job: Job) -> None:
+    """`hfx <config_name> args...` as a Hydra app: job(cfg, output_dir) runs once, or once per sweep point."""
+    import hydra
+
+    from hfx.config.store import register_configs
+    from hfx.paths import conf_dir
+
+    register_configs()
+    sys.argv = [f"hfx {config_name}", *args]
+    hydra.main(version_base="1.3", config_path=str(conf_dir()), config_name=config_name)(_guarded(job))()
+
+
+def _guarded(job: Job) -> Callable[[Any], Any]:
+    def hydra_job(cfg: Any) -> Any:
+        from hydra.core.hydra_config import HydraConfig
+        from omegaconf.errors import OmegaConfBaseException
+
+        from hfx.config.compose import explain_config_error
+        from hfx.rundir import RunDir
+
+        run_path = Path(HydraConfig.get().runtime.output_dir)
+        try:
+            return job(cfg, run_path)
+        except (HfxError, OmegaConfBaseException) as e:
+            message = str(e) if isinstance(e, HfxError) else explain_config_error(e)
+            RunDir(run_path).mark_failed(message)
+            if full_error() or HydraConfig.get().mode.name == "MULTIRUN":
+                raise  # a sweep records the failure of this job and goes on
+            exit_with(message)
+        except Exception as e:
+            RunDir(run_path).mark_failed(f"{type(e).__name__}: {e}")
+            raise
+
+    hydra_job.__name__ = getattr(job, "__name__", "job")
+    hydra_job.__module__ = getattr(job, "__module__", __name__)
+    return hydra_job

@@ -1,0 +1,114 @@
+"""`hfx predict run=<run dir> input="..." | input_file=<jsonl|txt>`: the run's saved model served through
+`transformers.pipeline`, one JSON line per record."""
+
+from __future__ import annotations
+
+import json
+import re
+from pathlib import Path
+from typing import Any
+
+from omegaconf import DictConfig, OmegaConf
+
+from hfx.errors import HfxError
+
+
+def main(args: list[str]) -> None:
+    from hfx.commands.job import run_job
+    from hfx.config.compose import validate
+
+    args = [quote_free_text(a) for a in args]
+    validate("predict", args, lambda cfg: load_run_checked(cfg.run))
+    run_job("predict", args, predict)
+
+
+def quote_free_text(arg: str) -> str:
+    """`input=` takes free text (commas, quotes, `=`, `${`): quoted here so Hydra's override grammar keeps it whole."""
+    key, eq, value = arg.partition("=")
+    if key != "input" or not eq:
+        return arg
+    # Hydra reads a backslash as an escape only before a quote or at the end of a quoted value.
+    escaped = re.sub(r"(\\+)(?='|$)", lambda m: m.group(1) * 2, value).replace("'", "\\'").replace("${", "\\${")
+    return f"input='{escaped}'"
+
+
+def load_run_checked(run: str) -> Any:
+    from hfx.stages import load_run
+
+    return load_run(run)
+
+
+def predict(cfg: DictConfig, out_path: Path) -> list[dict[str, Any]]:
+    from transformers import pipeline
+
+    from hfx.pipelines import register
+    from hfx.rundir import RunDir
+
+    run = load_run_checked(cfg.run)
+    records = read_records(cfg)
+    inputs = [pipeline_input(run.task, record) for record in records]
+
+    register(run.pipeline)
+    model_dir = str(run.model_dir)
+    pipe = pipeline(run.pipeline, model=model_dir, tokenizer=model_dir)
+    kwargs = {**run.task.pipeline_kwargs(), **OmegaConf.to_container(cfg.pipeline, resolve=True)}
+    rows = []
+    for start in range(0, len(inputs), cfg.batch_size):
+        batch = inputs[start : start + cfg.batch_size]
+        outputs = pipe(batch, batch_size=len(batch), **kwargs) if len(batch) > 1 else [pipe(batch[0], **kwargs)]
+        for record, output in zip(records[start : start + len(batch)], outputs, strict=True):
+            rows.append({"input": record, "prediction": _jsonable(output)})
+            print(json.dumps(rows[-1], ensure_ascii=False), flush=True)
+
+    if cfg.input_file is not None:
+        target = Path(cfg.output_file).expanduser() if cfg.output_file else out_path / "predictions.jsonl"
+        target.parent.mkdir(parents=True, exist_ok=True)
+        RunDir(target.parent).write_jsonl(target.name, rows)
+        print(f"hfx: {len(rows)} predictions written to {target}", flush=True)
+    return rows
+
+
+def pipeline_input(task: Any, record: dict[str, Any]) -> Any:
+    try:
+        return task.pipeline_inputs(record)
+    except KeyError as e:
+        raise HfxError(f"input: task {task.name} expects fields {', '.join(task.predict_fields)}; "
+                       f"missing {e}") from e
+
+
+def read_records(cfg: DictConfig) -> list[dict[str, Any]]:
+    if cfg.input is not None and cfg.input_file is not None:
+        raise HfxError("predict: give either input=... or input_file=..., not both")
+    if cfg.input is not None:
+        return [_record(str(cfg.input))]
+    if cfg.input_file is None:
+        raise HfxError('predict: give input="some text" or input_file=<file.jsonl|file.txt>')
+    path = Path(cfg.input_file).expanduser()
+    if not path.is_file():
+        raise HfxError(f"input_file: file '{cfg.input_file}' does not exist")
+    lines = [line for line in path.read_text().splitlines() if line.strip()]
+    if path.suffix not in (".jsonl", ".json"):
+        return [{"text": line} for line in lines]
+    records = []
+    for i, line in enumerate(lines, 1):
+        try:
+            value = json.loads(line)
+        except json.JSONDecodeError as e:
+            raise HfxError(f"input_file: line {i} of '{cfg.input_file}' is not JSON ({e.msg})") from e
+        records.append(value if isinstance(value, dict) else {"text": str(value)})
+    return records
+
+
+def _record(text: str) -> dict[str, Any]:
+    if text.lstrip().startswith("{"):
+        try:
+            value = json.loads(text)
+            if isinstance(value, dict):
+                return value
+        except json.JSONDecodeError:
+            pass
+    return {"text": text}
+
+
+def _jsonable(x: Any) -> Any:
+    return json.loads(json.dumps(x, default=lambda o: o.item() if hasattr(o, "item") else str(o)))

@@ -1,0 +1,92 @@
+"""`hfx train [overrides]`: the run, top to bottom: config, data, tokenizer, model, PEFT, trainer, train,
+evaluate, save."""
+
+from __future__ import annotations
+
+import logging
+import os
+import time
+from pathlib import Path
+from typing import Any
+
+from omegaconf import DictConfig
+
+log = logging.getLogger("hfx")
+
+SUMMARY_KEYS = ("train_runtime", "train_samples_per_second", "train_loss")
+INFO_FLAGS = {"--hydra-help", "--info", "-i", "--cfg", "-c", "--shell-completion", "-sc"}
+MULTIRUN_FLAGS = {"-m", "--multirun"}
+
+
+def main(args: list[str]) -> None:
+    from hfx.commands.job import run_job
+    from hfx.config.compose import check_composed, validate
+    from hfx.distributed import shared_run_dir
+
+    if {"--help", "-h"} & set(args):
+        from hfx.commands.help import print_train_help
+
+        print_train_help()
+        return
+    if not set(args) & INFO_FLAGS:
+        # Every config error is reported before a run directory exists.
+        validate("train", args, check_composed, sweep=bool(set(args) & MULTIRUN_FLAGS))
+    run_job("train", shared_run_dir(args), train_job)
+
+
+def train_job(cfg: DictConfig, run_path: Path) -> float | None:
+    metrics = train(cfg, run_path)
+    # Sweepers (Optuna) read the objective from the job's return value.
+    return objective(cfg, metrics)
+
+
+def train(cfg: DictConfig, run_path: Path) -> dict[str, Any]:
+    from hfx.adapters import merge_for_saving
+    from hfx.distributed import is_main_process
+    from hfx.loggers import finish_logger, setup_logger
+    from hfx.plots import plot_curves
+    from hfx.rundir import RunDir, print_summary, resolved_config
+    from hfx.stages import model_info, prepare
+    from hfx.trainer import build_trainer
+
+    run_dir, main = RunDir(run_path), is_main_process()
+    resolved = run_dir.write_config(cfg) if main else resolved_config(cfg)
+
+    run = prepare(cfg)
+
+    report_to = setup_logger(cfg, run_dir.path, resolved, main)
+    trainer = build_trainer(cfg, run.task, run.model, run.tokenizer, run.features, run.labels,
+                            run_dir.path / "checkpoints", report_to)
+    log.info("training: %d train / %d eval rows, world size %d", len(run.features["train"]),
+             len(run.features["eval"]), trainer.args.world_size)
+    setup_s = time.time() - process_start()
+    result = trainer.train(resume_from_checkpoint=cfg.trainer.resume_from_checkpoint)
+    evaluation = run.task.evaluate(trainer, run.features["eval"], run.raw["eval"], run.tokenizer, cfg, run.labels)
+    trainer.log(evaluation.metrics)
+
+    metrics = {**evaluation.metrics, **{k: v for k, v in result.metrics.items() if k != "total_flos"}}
+    metrics.update(world_size=trainer.args.world_size, setup_s=round(setup_s, 2))
+    if main:
+        run_dir.write_json("metrics.json", metrics)
+        run_dir.write_jsonl("predictions.jsonl", evaluation.predictions)
+        run_dir.write_jsonl("log_history.jsonl", trainer.state.log_history)
+        plot_curves(trainer.state.log_history, run_dir.path / "loss.png")
+        run_dir.save_model(merge_for_saving(trainer.model, cfg.peft), run.tokenizer,
+                           model_info(run.task, cfg, run.labels))
+        print_summary(f"hfx: {cfg.experiment_name} ({cfg.task.name}) finished", run_dir.path, metrics, SUMMARY_KEYS)
+    finish_logger(cfg)
+    return metrics
+
+
+def objective(cfg: DictConfig, metrics: dict[str, Any]) -> float | None:
+    name = cfg.trainer.metric_for_best_model or ("eval_loss" if "eval_loss" in metrics else None)
+    if name and not name.startswith("eval_"):
+        name = f"eval_{name}"
+    return metrics.get(name) if name else None
+
+
+def process_start() -> float:
+    """When this process started: `setup_s` (start to first training step) includes imports and data prep."""
+    import psutil
+
+    return psutil.Process(os.getpid()).create_time()

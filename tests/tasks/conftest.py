@@ -1,0 +1,78 @@
+"""Shared by the decoder-LM task tests (causal_lm, sft): a BPE tokenizer trained on the fly and configs."""
+
+from __future__ import annotations
+
+import pytest
+from omegaconf import OmegaConf
+
+from hfx.tasks import TASKS
+
+LINES = [
+    "First Citizen:",
+    "Before we proceed any further, hear me speak.",
+    "",
+    "All:",
+    "Speak, speak.",
+    "You are all resolved rather to die than to famish?",
+    "Resolved. resolved.",
+    "We know't, we know't.",
+]
+
+
+@pytest.fixture(scope="module")
+def tok(tmp_path_factory: pytest.TempPathFactory):
+    from hfx.tokenizer import build_tokenizer
+
+    tcfg = OmegaConf.create(
+        dict(kind="bpe", max_length=64, vocab_size=300, min_frequency=1, lowercase=False, train_samples=0)
+    )
+    mcfg = OmegaConf.create(dict(name_or_path=None, architecture="gpt2"))
+    texts = LINES * 3 + ["Give three tips for staying healthy.", "Eat well, sleep, exercise.", "Sum: 1 2"]
+    return build_tokenizer(
+        tcfg, mcfg, lambda: iter(texts), str(tmp_path_factory.mktemp("tok")), "causal-lm-test"
+    )
+
+
+def cfg_for(task: str, **task_over) -> OmegaConf:
+    schema = TASKS.get(task).schema
+    return OmegaConf.create(
+        {
+            "task": OmegaConf.merge(OmegaConf.structured(schema), task_over),
+            "tokenizer": {"max_length": 64},
+            "dataset": {
+                "text_column": "text",
+                "instruction_column": "instruction",
+                "input_column": "input",
+                "output_column": "output",
+            },
+            "model": {"architecture": "gpt2"},
+            "num_predictions": -1,
+        }
+    )
+
+
+# End-to-end overrides: a tiny model trained for a few steps.
+TINY_LM = [
+    "tokenizer=bpe",
+    "tokenizer.vocab_size=500",
+    "logger=none",
+    "trainer.learning_rate=1e-3",
+    "trainer.logging_steps=5",
+    "trainer.max_steps=8",
+    "trainer.per_device_train_batch_size=8",
+    "task.num_samples=3",
+    "task.max_new_tokens=12",
+]
+
+
+def check_lm_run(run, fields: tuple[str, ...]) -> dict:
+    import json
+    import math
+
+    metrics = json.loads((run / "metrics.json").read_text())
+    assert math.isfinite(metrics["eval_loss"]) and math.isfinite(metrics["eval_perplexity"])
+    assert metrics["eval_perplexity"] == pytest.approx(math.exp(metrics["eval_loss"]))
+    rows = [json.loads(line) for line in (run / "predictions.jsonl").read_text().splitlines()]
+    assert len(rows) == 3 and all(set(fields) <= set(r) for r in rows)
+    assert any(r["generated"] for r in rows)
+    return metrics
