@@ -158,13 +158,13 @@ def tokenizer_fingerprint(tokenizer: Any) -> str:
     return h.hexdigest()[:16]
 
 
-def features_fingerprint(split: Any, tokenizer: Any, cfg: DictConfig, labels: list[str] | None, train: bool) -> str:
+def features_fingerprint(split: Any, tokenizer: Any, settings: Any, labels: list[str] | None, train: bool) -> str:
     parts = {
         "data": split._fingerprint,
         "tokenizer": tokenizer_fingerprint(tokenizer),
-        "task": OmegaConf.to_container(cfg.task, resolve=True),
-        "dataset": OmegaConf.to_container(cfg.dataset, resolve=True),
-        "max_length": cfg.tokenizer.max_length,
+        "task": OmegaConf.to_container(settings.task, resolve=True),
+        "columns": OmegaConf.to_container(settings.columns, resolve=True),
+        "max_length": settings.max_length,
         "labels": labels,
         "train": train,
         "version": PREPROCESS_VERSION,
@@ -172,23 +172,24 @@ def features_fingerprint(split: Any, tokenizer: Any, cfg: DictConfig, labels: li
     return hashlib.sha256(json.dumps(parts, sort_keys=True, default=str).encode()).hexdigest()[:20]
 
 
-def tokenize_splits(raw: Any, task: Any, tokenizer: Any, cfg: DictConfig, labels: list[str] | None) -> dict[str, Any]:
-    """Tokenize train and eval, reusing the cache when data, tokenizer and preprocessing config are unchanged."""
+def tokenize_splits(raw: Any, task: Any, tokenizer: Any, settings: Any, labels: list[str] | None,
+                    cache_dir: str) -> dict[str, Any]:
+    """Tokenize train and eval, reusing the cache when data, tokenizer and preprocessing settings are unchanged."""
     import datasets
 
-    root = Path(os.path.expanduser(cfg.cache_dir)) / "features"
+    root = Path(os.path.expanduser(cache_dir)) / "features"
     out = {}
     for split_name, split in raw.items():
         train = split_name == "train"
-        fp = features_fingerprint(split, tokenizer, cfg, labels, train)
-        path = root / f"{cfg.task.name}-{split_name}-{fp}"
+        fp = features_fingerprint(split, tokenizer, settings, labels, train)
+        path = root / f"{task.name}-{split_name}-{fp}"
         with main_process_first():
             if path.is_dir():
                 log.info("reusing tokenized %s split from cache %s", split_name, path)
                 out[split_name] = datasets.load_from_disk(str(path))
                 continue
             log.info("tokenizing %s split (%d rows) -> cache %s", split_name, len(split), path)
-            features = task.preprocess(split, tokenizer, cfg, labels, train)
+            features = task.preprocess(split, tokenizer, settings, labels, train)
             with new_dir(path) as tmp:
                 features.save_to_disk(str(tmp))
             out[split_name] = datasets.load_from_disk(str(path))

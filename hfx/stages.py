@@ -25,6 +25,7 @@ class Data:
     tokenizer: Any
     labels: list[str] | None
     features: dict[str, Any]
+    settings: Any  # the TaskSettings the task received
 
 
 @dataclass
@@ -36,19 +37,20 @@ def prepare_data(cfg: DictConfig, tokenizer: Any = None, labels: list[str] | Non
                  eval_only: bool = False) -> Data:
     """Raw splits checked by the task, a tokenizer (built, or the given one), labels and cached features."""
     from hfx.data import load_splits, tokenize_splits
-    from hfx.tasks import TASKS
+    from hfx.tasks import TASKS, task_settings
     from hfx.tokenizer import build_tokenizer
 
     task = TASKS.get(cfg.task.name)
+    settings = task_settings(cfg, task)
     raw = load_splits(cfg.dataset, cfg.trainer.seed, eval_only=eval_only)
-    task.validate_data(raw, cfg)
+    task.validate_data(raw, settings)
     if tokenizer is None:
-        tokenizer = build_tokenizer(cfg.tokenizer, cfg.model, lambda: task.training_texts(raw["train"], cfg),
+        tokenizer = build_tokenizer(cfg.tokenizer, cfg.model, lambda: task.training_texts(raw["train"], settings),
                                     cfg.cache_dir, raw["train"]._fingerprint)
     if labels is None and not eval_only:
-        labels = task.label_names(raw, cfg)
-    features = tokenize_splits(raw, task, tokenizer, cfg, labels)
-    return Data(task, raw, tokenizer, labels, features)
+        labels = task.label_names(raw, settings)
+    features = tokenize_splits(raw, task, tokenizer, settings, labels, cfg.cache_dir)
+    return Data(task, raw, tokenizer, labels, features, settings)
 
 
 def prepare(cfg: DictConfig) -> Prepared:
@@ -62,12 +64,12 @@ def prepare(cfg: DictConfig) -> Prepared:
     data = prepare_data(cfg)
     task = data.task
     model_config = load_config(cfg.model, data.tokenizer, task.model_kwargs(data.labels))
-    task.check_model(model_config, cfg)
+    task.check_model(model_config, data.settings)
     # The Trainer seeds only when it is created, after new heads exist: seed here so runs repeat.
     set_seed(cfg.trainer.seed)
-    built = build_model(cfg.model, task.auto_model_class(cfg), model_config)
+    built = build_model(cfg.model, task.auto_model_class(), model_config)
     model = apply_peft(built.model, cfg.peft, built.fresh_modules, task.peft_task_type, task.head_modules)
-    return Prepared(task, data.raw, data.tokenizer, data.labels, data.features, model)
+    return Prepared(task, data.raw, data.tokenizer, data.labels, data.features, data.settings, model)
 
 
 @dataclass
@@ -100,7 +102,7 @@ class FinishedRun:
         from transformers import AutoConfig
 
         config = AutoConfig.from_pretrained(str(self.model_dir))
-        return self.task.auto_model_class(self.cfg).from_pretrained(str(self.model_dir), config=config,
+        return self.task.auto_model_class().from_pretrained(str(self.model_dir), config=config,
                                                                     use_safetensors=True)
 
 
@@ -125,6 +127,7 @@ def load_run(run: str | Path) -> FinishedRun:
     return FinishedRun(path, cfg, task, info)
 
 
-def model_info(task: Any, cfg: DictConfig, labels: list[str] | None) -> dict[str, Any]:
+def model_info(data: Data) -> dict[str, Any]:
     """What `load_run` reads back: saved beside the model as hfx_task.json."""
-    return {TASK_FILE: {"task": task.name, "pipeline": task.pipeline_name(cfg), "labels": labels}}
+    return {TASK_FILE: {"task": data.task.name, "pipeline": data.task.pipeline_name(data.settings),
+                        "labels": data.labels}}

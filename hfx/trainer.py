@@ -83,8 +83,11 @@ def build_trainer(cfg: DictConfig, task: Any, model: Any, tokenizer: Any, featur
                   output_dir: Path, report_to: list[str]) -> Any:
     from transformers import Seq2SeqTrainer, Trainer
 
+    from hfx.tasks import task_settings
+
+    settings = task_settings(cfg, task)
     seq2seq = getattr(task, "seq2seq", False)
-    args = training_arguments(cfg, task.training_args(cfg), output_dir, report_to, seq2seq=seq2seq)
+    args = training_arguments(cfg, task.training_args(settings), output_dir, report_to, seq2seq=seq2seq)
     cls = ordered_eval(Seq2SeqTrainer if seq2seq else Trainer)
     return cls(
         model=model,
@@ -92,6 +95,6 @@ def build_trainer(cfg: DictConfig, task: Any, model: Any, tokenizer: Any, featur
         train_dataset=features["train"],
         eval_dataset=features["eval"],
         processing_class=tokenizer,
-        data_collator=task.collator(tokenizer, model, cfg),
-        **task.trainer_kwargs(tokenizer, cfg, labels),
+        data_collator=task.collator(tokenizer, model, settings),
+        **task.trainer_kwargs(tokenizer, settings, labels),
     )

@@ -100,13 +100,13 @@ def test_missing_data_file_creates_no_run_dir(cache, tmp_path) -> None:
 
 
 def test_text_column_not_in_data(cache, tmp_path) -> None:
-    line = _bad(cache, tmp_path, "dataset=sst2", f"dataset.data_dir={shared('sst2')}", "dataset.text_column=txt")
-    assert "dataset.text_column" in line and "'txt'" in line and "sentence, label" in line
+    line = _bad(cache, tmp_path, "dataset=sst2", f"dataset.data_dir={shared('sst2')}", "dataset.columns.text=txt")
+    assert "dataset.columns.text" in line and "'txt'" in line and "sentence, label" in line
 
 
 def test_label_column_not_in_data(cache, tmp_path) -> None:
-    line = _bad(cache, tmp_path, "dataset=sst2", f"dataset.data_dir={shared('sst2')}", "dataset.label_column=y")
-    assert "dataset.label_column" in line and "'y'" in line and "sentence" in line
+    line = _bad(cache, tmp_path, "dataset=sst2", f"dataset.data_dir={shared('sst2')}", "dataset.columns.label=y")
+    assert "dataset.columns.label" in line and "'y'" in line and "sentence" in line
 
 
 def test_empty_training_split(cache, tmp_path) -> None:

@@ -10,7 +10,7 @@ from hfx.config.compose import compose
 from hfx.config.store import register_configs
 from hfx.data import load_splits, tokenize_splits
 from hfx.errors import HfxError
-from hfx.tasks import TASKS
+from hfx.tasks import TASKS, task_settings
 
 register_configs()
 
@@ -34,10 +34,11 @@ def _tokenizer():
 
 def _tokenize(cfg, caplog):
     task = TASKS.get("sequence_classification")
+    settings = task_settings(cfg, task)
     raw = load_splits(cfg.dataset, 42)
     caplog.clear()
     with caplog.at_level(logging.INFO, logger="hfx"):
-        features = tokenize_splits(raw, task, _tokenizer(), cfg, task.label_names(raw, cfg))
+        features = tokenize_splits(raw, task, _tokenizer(), settings, task.label_names(raw, settings), cfg.cache_dir)
     return features, caplog.text
 
 
@@ -89,10 +90,27 @@ def test_dynamic_padding_by_default(tmp_path) -> None:
     cfg = _cfg(tmp_path)
     task = TASKS.get("sequence_classification")
     tok = _tokenizer()
+    settings = task_settings(cfg, task)
     raw = load_splits(cfg.dataset, 42)
-    features = tokenize_splits(raw, task, tok, cfg, task.label_names(raw, cfg))
+    features = tokenize_splits(raw, task, tok, settings, task.label_names(raw, settings), cfg.cache_dir)
     lengths = {len(x) for x in features["train"]["input_ids"]}
     assert max(lengths) < cfg.tokenizer.max_length  # not padded to max_length in the features
-    batch = task.collator(tok, None, cfg)([{k: features["train"][i][k] for k in ("input_ids", "attention_mask",
+    batch = task.collator(tok, None, settings)([{k: features["train"][i][k] for k in ("input_ids", "attention_mask",
                                                                                    "labels")} for i in range(4)])
     assert batch["input_ids"].shape[1] == max(len(features["train"][i]["input_ids"]) for i in range(4))
+
+
+def test_dataset_columns_map_the_task_roles(tmp_path) -> None:
+    (tmp_path / "train.csv").write_text("review,stars\ngood,pos\nbad,neg\n")
+    task = TASKS.get("sequence_classification")
+    cfg = _cfg(tmp_path, "dataset.columns.text=review", "dataset.columns.label=stars", "dataset.columns.tokens=x")
+    settings = task_settings(cfg, task)
+    assert (settings.columns.text, settings.columns.label, settings.columns.text_pair) == ("review", "stars", None)
+    assert "tokens" not in settings.columns  # another task's role: not this task's business
+
+
+def test_unknown_column_role_fails_at_composition(tmp_path) -> None:
+    from hfx.config.compose import validate
+
+    with pytest.raises(HfxError, match=r"unknown key 'dataset.columns.txt' .*did you mean 'text'"):
+        validate("train", [f"dataset.data_dir={tmp_path}", "dataset.columns.txt=review"])

@@ -40,7 +40,7 @@ def evaluate(cfg: DictConfig, out_path: Path) -> dict[str, Any]:
     data = prepare_data(saved, tokenizer=run.tokenizer(), labels=run.labels, eval_only=True)
     trainer = build_trainer(saved, run.task, run.model(), data.tokenizer, {"train": None, "eval": data.features["eval"]},
                             data.labels, out_path / "checkpoints", [])
-    evaluation = run.task.evaluate(trainer, data.features["eval"], data.raw["eval"], data.tokenizer, saved,
+    evaluation = run.task.evaluate(trainer, data.features["eval"], data.raw["eval"], data.tokenizer, data.settings,
                                    data.labels)
 
     out = RunDir(out_path)

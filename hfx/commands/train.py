@@ -61,7 +61,8 @@ def train(cfg: DictConfig, run_path: Path) -> dict[str, Any]:
              len(run.features["eval"]), trainer.args.world_size)
     setup_s = time.time() - process_start()
     result = trainer.train(resume_from_checkpoint=cfg.trainer.resume_from_checkpoint)
-    evaluation = run.task.evaluate(trainer, run.features["eval"], run.raw["eval"], run.tokenizer, cfg, run.labels)
+    evaluation = run.task.evaluate(trainer, run.features["eval"], run.raw["eval"], run.tokenizer, run.settings,
+                                   run.labels)
     trainer.log(evaluation.metrics)
 
     metrics = {**evaluation.metrics, **{k: v for k, v in result.metrics.items() if k != "total_flos"}}
@@ -72,7 +73,7 @@ def train(cfg: DictConfig, run_path: Path) -> dict[str, Any]:
         run_dir.write_jsonl("log_history.jsonl", trainer.state.log_history)
         plot_curves(trainer.state.log_history, run_dir.path / "loss.png")
         run_dir.save_model(merge_for_saving(trainer.model, cfg.peft), run.tokenizer,
-                           model_info(run.task, cfg, run.labels))
+                           model_info(run))
         print_summary(f"hfx: {cfg.experiment_name} ({cfg.task.name}) finished", run_dir.path, metrics, SUMMARY_KEYS)
     finish_logger(cfg)
     return metrics

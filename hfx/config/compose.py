@@ -70,19 +70,21 @@ def check_composed(cfg: Any) -> None:
     from omegaconf import OmegaConf
 
     from hfx.adapters import PEFT_METHODS
-    from hfx.architectures import buildable
+    from hfx.architectures import ARCHITECTURES, buildable
     from hfx.data import FILE_BUILDERS, local_data_files
     from hfx.loggers import LOGGERS
     from hfx.tasks import TASKS
     from hfx.tokenizer import TOKENIZERS
 
     OmegaConf.to_container(cfg, resolve=True)  # interpolation errors surface here
-    TASKS.get(cfg.task.name)
+    task = TASKS.get(cfg.task.name)
     TOKENIZERS.get(cfg.tokenizer.kind)
     PEFT_METHODS.get(cfg.peft.name)
     LOGGERS.get(cfg.logger.name)
-    if cfg.model.architecture and cfg.model.architecture not in buildable():
-        raise one_of("model.architecture", cfg.model.architecture, buildable())
+    if cfg.model.architecture and not cfg.model.name_or_path:
+        if cfg.model.architecture not in buildable():
+            raise one_of("model.architecture", cfg.model.architecture, buildable())
+        task.check_architecture(ARCHITECTURES.get(cfg.model.architecture))
     if cfg.dataset.path in FILE_BUILDERS or cfg.dataset.data_dir:
         local_data_files(cfg.dataset)
 

@@ -53,27 +53,12 @@ class DatasetConfig:
     validation_shuffle: bool = True
     max_train_samples: int | None = None
     max_eval_samples: int | None = None
-    # sequence classification
-    text_column: str = "text"
-    text_pair_column: str | None = None
-    label_column: str = "label"
+    # Which column of this data plays which role of the task (e.g. columns.text: sentence); null = the task's
+    # default name. The roles are the tasks' (each task's `columns` schema in hfx/tasks/<task>.py); the schema of
+    # this section, one field per role of any task, is made when the configs are registered (config/store.py).
+    columns: Any = None
     # Names for integer labels 0..n-1 (e.g. [negative, positive]); string labels name themselves.
     label_names: list[str] | None = None
-    # token classification
-    tokens_column: str = "tokens"
-    tags_column: str = "ner_tags"
-    # question answering
-    id_column: str = "id"
-    question_column: str = "question"
-    context_column: str = "context"
-    answers_column: str = "answers"
-    # instruction SFT
-    instruction_column: str = "instruction"
-    input_column: str = "input"
-    output_column: str = "output"
-    # seq2seq; a dotted name reads a field of a dict column (translation.en)
-    source_column: str = "source"
-    target_column: str = "target"
 
 
 @dataclass

@@ -44,12 +44,24 @@ def entry_registries() -> dict[str, Registry]:
     return {"task": TASKS, "peft": PEFT_METHODS, "logger": LOGGERS}
 
 
+def train_schema() -> DictConfig:
+    """TrainConfig, with `dataset.columns` typed by the column roles of every registered task."""
+    import dataclasses
+
+    from hfx.tasks import all_column_roles
+
+    fields = [(role, str | None, dataclasses.field(default=None)) for role in all_column_roles()]
+    node = OmegaConf.structured(TrainConfig)
+    node.dataset.columns = OmegaConf.structured(dataclasses.make_dataclass("DatasetColumns", fields))
+    return node
+
+
 @functools.cache
 def register_configs() -> None:
     OmegaConf.register_new_resolver("packaged_model", packaged_model, replace=True)
     OmegaConf.register_new_resolver("resource", bundled_file, replace=True)
     cs = ConfigStore.instance()
-    cs.store(name="hfx_train_schema", node=TrainConfig)
+    cs.store(name="hfx_train_schema", node=train_schema())
     cs.store(name="hfx_predict_schema", node=PredictConfig)
     cs.store(name="hfx_evaluate_schema", node=EvaluateConfig)
     # conf/<group>/<option>.yaml builds on /schema/<group>/<name>, so its keys and types are checked.
@@ -72,7 +84,7 @@ def typed_train_config(saved: Any, where: str) -> DictConfig:
     from hfx.config.compose import explain_config_error
 
     try:
-        cfg = OmegaConf.merge(OmegaConf.structured(TrainConfig), {k: v for k, v in saved.items()
+        cfg = OmegaConf.merge(train_schema(), {k: v for k, v in saved.items()
                                                                   if k not in entry_registries()})
         for group, registry in entry_registries().items():
             section = saved.get(group)

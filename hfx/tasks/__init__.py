@@ -3,10 +3,10 @@
 import importlib
 import pkgutil
 
-from hfx.tasks.base import TASKS, Evaluation, Task, TaskConfig
+from hfx.tasks.base import TASKS, Evaluation, Task, TaskConfig, TaskSettings, all_column_roles, task_settings
 
 for _mod in pkgutil.iter_modules(__path__):
     if _mod.name != "base":
         importlib.import_module(f"{__name__}.{_mod.name}")
 
-__all__ = ["TASKS", "Evaluation", "Task", "TaskConfig"]
+__all__ = ["TASKS", "Evaluation", "Task", "TaskConfig", "TaskSettings", "all_column_roles", "task_settings"]

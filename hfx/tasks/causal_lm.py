@@ -16,14 +16,12 @@ from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from typing import Any, Optional
 
-from omegaconf import DictConfig
-
-from hfx.architectures import architecture
+from hfx.architectures import DECODER, ENCODER_DECODER, Architecture, architecture
 from hfx.data import require_columns
 from hfx.errors import HfxError
 from hfx.generation import generate, pad_or_eos, set_generation_defaults, token_weighted_loss, trainer_device
 from hfx.labels import IGNORE_INDEX
-from hfx.tasks.base import TASKS, Evaluation, Task, TaskConfig, prediction_count
+from hfx.tasks.base import TASKS, Evaluation, Task, TaskConfig, TaskSettings, prediction_count
 
 
 @dataclass
@@ -38,6 +36,11 @@ class CausalLMConfig(TaskConfig):
     max_new_tokens: int = 50
     # Tokens of an eval block given as the prompt of a sample (at most half a block).
     prompt_tokens: int = 32
+
+
+@dataclass
+class CausalLMColumns:
+    text: str = "text"
 
 
 def file_order(split: Any) -> Any:
@@ -95,28 +98,32 @@ class CausalLM(Task):
     name = "causal_lm"
     pipeline_task = "text-generation"
     schema = CausalLMConfig
+    columns = CausalLMColumns
     predict_fields = ("text",)
     peft_task_type = "CAUSAL_LM"
     head_modules = ()  # lm_head is pretrained or tied to the embeddings
 
-    def auto_model_class(self, cfg: DictConfig) -> Any:
+    def auto_model_class(self) -> Any:
         from transformers import AutoModelForCausalLM
 
         return AutoModelForCausalLM
 
-    def _check_architecture(self, model_type: str | None) -> None:
-        arch = architecture(model_type)
-        if arch is not None and arch.is_encoder_only:
-            raise HfxError(
-                f"task {self.name} needs a decoder model (llama, gpt2, ...); "
-                f"model type {model_type} is encoder-only"
-            )
+    def check_architecture(self, record: Architecture) -> None:
+        if record.shape == DECODER:
+            return
+        shape = "encoder-decoder (use a seq2seq task)" if record.shape == ENCODER_DECODER else "encoder-only"
+        raise HfxError(
+            f"task {self.name} needs a decoder model (llama, gpt2, ...); "
+            f"model type {record.model_type} is {shape}"
+        )
 
-    def check_model(self, model_config: Any, cfg: DictConfig) -> None:
+    def check_model(self, model_config: Any, s: TaskSettings) -> None:
         from transformers.models.auto.modeling_auto import MODEL_FOR_CAUSAL_LM_MAPPING_NAMES
 
         model_type = model_config.model_type
-        self._check_architecture(model_type)
+        record = architecture(model_type)
+        if record is not None:
+            self.check_architecture(record)
         if getattr(model_config, "is_encoder_decoder", False):
             raise HfxError(
                 f"task {self.name} needs a decoder model (llama, gpt2, ...); model type {model_type} "
@@ -130,33 +137,31 @@ class CausalLM(Task):
         positions = getattr(model_config, "max_position_embeddings", None) or getattr(
             model_config, "n_positions", None
         )
-        length, key = self._sequence_length(cfg)
+        length, key = self._sequence_length(s)
         if positions and length > positions:
             raise HfxError(f"{key}: {length} tokens exceed the model's {positions} positions")
 
-    def _sequence_length(self, cfg: DictConfig) -> tuple[int, str]:
-        if cfg.task.block_size is None:
-            return cfg.tokenizer.max_length, "tokenizer.max_length"
-        return cfg.task.block_size, "task.block_size"
+    def _sequence_length(self, s: TaskSettings) -> tuple[int, str]:
+        if s.task.block_size is None:
+            return s.max_length, "tokenizer.max_length"
+        return s.task.block_size, "task.block_size"
 
-    def validate_data(self, raw: Any, cfg: DictConfig) -> None:
-        # Fail before tokenizing where the config already says enough.
-        self._check_architecture(cfg.model.architecture)
-        if cfg.task.rows not in ("lines", "documents"):
-            raise HfxError(f"task.rows: expected lines or documents, got '{cfg.task.rows}'")
+    def validate_data(self, raw: Any, s: TaskSettings) -> None:
+        if s.task.rows not in ("lines", "documents"):
+            raise HfxError(f"task.rows: expected lines or documents, got '{s.task.rows}'")
         for split_name, split in raw.items():
-            require_columns(split, {"text_column": cfg.dataset.text_column}, split_name)
+            require_columns(split, {"columns.text": s.columns.text}, split_name)
 
-    def training_texts(self, split: Any, cfg: DictConfig) -> Iterator[str]:
-        yield from (t for t in split[cfg.dataset.text_column] if t)
+    def training_texts(self, split: Any, s: TaskSettings) -> Iterator[str]:
+        yield from (t for t in split[s.columns.text] if t)
 
     def preprocess(
-        self, split: Any, tokenizer: Any, cfg: DictConfig, labels: list[str] | None, train: bool
+        self, split: Any, tokenizer: Any, s: TaskSettings, labels: list[str] | None, train: bool
     ) -> Any:
         import datasets
 
-        block_size, key = self._sequence_length(cfg)
-        col, rows = cfg.dataset.text_column, cfg.task.rows
+        block_size, key = self._sequence_length(s)
+        col, rows = s.columns.text, s.task.rows
         split = file_order(split)
         ids = split.map(
             lambda b: {"ids": row_token_ids([t or "" for t in b[col]], tokenizer, rows)},
@@ -176,41 +181,41 @@ class CausalLM(Task):
             {"input_ids": blocks, "labels": blocks, "length": [block_size] * len(blocks)}
         )
 
-    def collator(self, tokenizer: Any, model: Any, cfg: DictConfig) -> Any:
+    def collator(self, tokenizer: Any, model: Any, s: TaskSettings) -> Any:
         return PadToLongest(pad_or_eos(tokenizer))
 
     def evaluate(
-        self, trainer: Any, features: Any, raw: Any, tokenizer: Any, cfg: DictConfig, labels: list[str] | None
+        self, trainer: Any, features: Any, raw: Any, tokenizer: Any, s: TaskSettings, labels: list[str] | None
     ) -> Evaluation:
         model = trainer.model
         # Under mixed precision, accelerate has already wrapped model.forward in autocast.
         loss, n = token_weighted_loss(
             model,
             features,
-            self.collator(tokenizer, model, cfg),
+            self.collator(tokenizer, model, s),
             trainer.args.per_device_eval_batch_size,
             trainer_device(model),
         )
         metrics = {"eval_loss": loss, "eval_perplexity": math.exp(min(loss, 700.0)), "eval_target_tokens": n}
-        set_generation_defaults(model, tokenizer, cfg.task.max_new_tokens)
-        return Evaluation(metrics=metrics, predictions=self.samples(model, features, raw, tokenizer, cfg))
+        set_generation_defaults(model, tokenizer, s.task.max_new_tokens)
+        return Evaluation(metrics=metrics, predictions=self.samples(model, features, raw, tokenizer, s))
 
     def samples(
-        self, model: Any, features: Any, raw: Any, tokenizer: Any, cfg: DictConfig
+        self, model: Any, features: Any, raw: Any, tokenizer: Any, s: TaskSettings
     ) -> list[dict[str, Any]]:
         """Prompt = the first tokens of an eval block; reference = the block's next tokens; generated = greedy."""
-        n = prediction_count(cfg.num_predictions, min(cfg.task.num_samples, len(features)))
+        n = prediction_count(s.num_predictions, min(s.task.num_samples, len(features)))
         if n <= 0:
             return []
         blocks = features.select(range(n))["input_ids"]
-        p = max(1, min(cfg.task.prompt_tokens, len(blocks[0]) // 2))
+        p = max(1, min(s.task.prompt_tokens, len(blocks[0]) // 2))
         generated = generate(
-            model, [b[:p] for b in blocks], tokenizer, cfg.task.max_new_tokens, trainer_device(model)
+            model, [b[:p] for b in blocks], tokenizer, s.task.max_new_tokens, trainer_device(model)
         )
         return [
             {
                 "prompt": tokenizer.decode(b[:p]),
-                "reference": tokenizer.decode(b[p : p + cfg.task.max_new_tokens]),
+                "reference": tokenizer.decode(b[p : p + s.task.max_new_tokens]),
                 "generated": g,
             }
             for b, g in zip(blocks, generated, strict=True)

@@ -8,13 +8,12 @@ from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any, Optional
 
-from omegaconf import DictConfig
-
+from hfx.architectures import ENCODER, Architecture
 from hfx.data import require_columns
 from hfx.errors import HfxError
 from hfx.labels import IGNORE_INDEX
 from hfx.metrics.perplexity import masked_lm_metrics, masked_nll, masked_token_scores
-from hfx.tasks.base import TASKS, Evaluation, Task, TaskConfig, prediction_count
+from hfx.tasks.base import TASKS, Evaluation, Task, TaskConfig, TaskSettings, prediction_count
 
 
 @dataclass
@@ -26,6 +25,11 @@ class MaskedLMConfig(TaskConfig):
     block_size: Optional[int] = None  # noqa: UP045 (OmegaConf 2.3 reads Optional, not int | None)
     # The evaluation set is masked once with this seed, so eval loss / perplexity repeat exactly between runs.
     eval_mask_seed: int = 0
+
+
+@dataclass
+class MaskedLMColumns:
+    text: str = "text"
 
 
 def mask_tokens(
@@ -62,6 +66,12 @@ def group_blocks(input_ids: list[list[int]], special: list[list[int]], block_siz
     )
 
 
+_NO_MLM_HEAD = (
+    "model: masked_lm needs an encoder with a masked-LM head (bert, roberta, distilbert, ...); "
+    "'{model_type}' has none"
+)
+
+
 class MaskedLMCollator:
     """Training batches: random masking (DataCollatorForLanguageModeling). Evaluation batches arrive pre-masked
     (they carry `labels`) and are only padded, labels with -100."""
@@ -82,56 +92,60 @@ class MaskedLM(Task):
     name = "masked_lm"
     pipeline_task = "fill-mask"
     schema = MaskedLMConfig
+    columns = MaskedLMColumns
     predict_fields = ("text",)
     # A new MLM head (the packaged MiniLM has none) must train in full under LoRA: bert `cls`, roberta
     # `lm_head`, distilbert `vocab_*`.
     head_modules = ("cls", "lm_head", "vocab_transform", "vocab_layer_norm", "vocab_projector")
     peft_task_type = None
 
-    def auto_model_class(self, cfg: DictConfig) -> Any:
+    def auto_model_class(self) -> Any:
         from transformers import AutoModelForMaskedLM
 
         return AutoModelForMaskedLM
 
-    def check_model(self, model_config: Any, cfg: DictConfig) -> None:
-        _require_mlm_head(model_config.model_type)
+    def check_architecture(self, record: Architecture) -> None:
+        if record.shape != ENCODER:
+            raise HfxError(_NO_MLM_HEAD.format(model_type=record.model_type))
 
-    def validate_data(self, raw: Any, cfg: DictConfig) -> None:
-        if cfg.model.architecture and not cfg.model.name_or_path:  # from scratch: fail before any tokenizing
-            from hfx.architectures import ARCHITECTURES
+    def check_model(self, model_config: Any, s: TaskSettings) -> None:
+        from transformers.models.auto.modeling_auto import MODEL_FOR_MASKED_LM_MAPPING_NAMES
 
-            _require_mlm_head(ARCHITECTURES.get(cfg.model.architecture).model_type)
-        t = cfg.task
+        if model_config.model_type not in MODEL_FOR_MASKED_LM_MAPPING_NAMES:
+            raise HfxError(_NO_MLM_HEAD.format(model_type=model_config.model_type))
+
+    def validate_data(self, raw: Any, s: TaskSettings) -> None:
+        t = s.task
         if not 0 < t.mlm_probability < 1:
             raise HfxError(f"task.mlm_probability: expected a probability in (0, 1), got {t.mlm_probability}")
-        if t.block_size is not None and not 0 < t.block_size <= cfg.tokenizer.max_length:
+        if t.block_size is not None and not 0 < t.block_size <= s.max_length:
             raise HfxError(
-                f"task.block_size: expected 1..tokenizer.max_length ({cfg.tokenizer.max_length}), got "
+                f"task.block_size: expected 1..tokenizer.max_length ({s.max_length}), got "
                 f"{t.block_size} (raise tokenizer.max_length up to the model's positions for longer blocks)"
             )
-        col = cfg.dataset.text_column
+        col = s.columns.text
         for split_name, split in raw.items():
-            require_columns(split, {"text_column": col}, split_name)
+            require_columns(split, {"columns.text": col}, split_name)
             for i, text in enumerate(split[col]):
                 if not isinstance(text, str):
                     raise HfxError(
-                        f"dataset.text_column: column '{col}' must hold text; row {i} of the "
+                        f"dataset.columns.text: column '{col}' must hold text; row {i} of the "
                         f"{split_name} data is {type(text).__name__}"
                     )
 
-    def training_texts(self, split: Any, cfg: DictConfig) -> Iterator[str]:
-        yield from split[cfg.dataset.text_column]
+    def training_texts(self, split: Any, s: TaskSettings) -> Iterator[str]:
+        yield from split[s.columns.text]
 
     def preprocess(
-        self, split: Any, tokenizer: Any, cfg: DictConfig, labels: list[str] | None, train: bool
+        self, split: Any, tokenizer: Any, s: TaskSettings, labels: list[str] | None, train: bool
     ) -> Any:
         import numpy as np
 
         if tokenizer.mask_token_id is None:
             raise HfxError("tokenizer: masked_lm needs a tokenizer with a mask token; this one has none")
-        t = cfg.task
-        col = cfg.dataset.text_column
-        max_length = cfg.tokenizer.max_length
+        t = s.task
+        col = s.columns.text
+        max_length = s.max_length
         vocab_size = len(tokenizer)
 
         def encode(batch: dict[str, list[Any]]) -> dict[str, Any]:
@@ -181,14 +195,14 @@ class MaskedLM(Task):
         # Training batches are masked by the collator, which finds special tokens itself.
         return out.remove_columns("special_tokens_mask")
 
-    def collator(self, tokenizer: Any, model: Any, cfg: DictConfig) -> Any:
-        return MaskedLMCollator(tokenizer, cfg.task.mlm_probability)
+    def collator(self, tokenizer: Any, model: Any, s: TaskSettings) -> Any:
+        return MaskedLMCollator(tokenizer, s.task.mlm_probability)
 
-    def trainer_kwargs(self, tokenizer: Any, cfg: DictConfig, labels: list[str] | None) -> dict[str, Any]:
+    def trainer_kwargs(self, tokenizer: Any, s: TaskSettings, labels: list[str] | None) -> dict[str, Any]:
         return {"compute_metrics": masked_lm_metrics, "preprocess_logits_for_metrics": masked_token_scores}
 
     def evaluate(
-        self, trainer: Any, features: Any, raw: Any, tokenizer: Any, cfg: DictConfig, labels: list[str] | None
+        self, trainer: Any, features: Any, raw: Any, tokenizer: Any, s: TaskSettings, labels: list[str] | None
     ) -> Evaluation:
         out = trainer.predict(features, metric_key_prefix="eval")
         preds, nll = out.predictions
@@ -201,8 +215,8 @@ class MaskedLM(Task):
         # The Trainer's eval_loss averages batch means; this one averages over masked tokens.
         metrics["eval_loss"] = total / count
         metrics["eval_perplexity"] = math.exp(total / count)
-        n = prediction_count(cfg.num_predictions, len(features))
-        texts = raw[cfg.dataset.text_column] if not cfg.task.block_size else None
+        n = prediction_count(s.num_predictions, len(features))
+        texts = raw[s.columns.text] if not s.task.block_size else None
         rows = []
         for i in range(n):
             ids, ref = features[i]["input_ids"], features[i]["labels"]
@@ -216,16 +230,6 @@ class MaskedLM(Task):
             )
             rows.append(row)
         return Evaluation(metrics=metrics, predictions=rows)
-
-
-def _require_mlm_head(model_type: str) -> None:
-    from transformers.models.auto.modeling_auto import MODEL_FOR_MASKED_LM_MAPPING_NAMES
-
-    if model_type not in MODEL_FOR_MASKED_LM_MAPPING_NAMES:
-        raise HfxError(
-            f"model: masked_lm needs an encoder with a masked-LM head (bert, roberta, distilbert, ...); "
-            f"'{model_type}' has none"
-        )
 
 
 TASKS.add(MaskedLM.name, MaskedLM())

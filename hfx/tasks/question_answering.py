@@ -11,12 +11,10 @@ from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from omegaconf import DictConfig
-
 from hfx.data import map_features, require_columns
 from hfx.errors import HfxError
 from hfx.metrics.squad import squad_metrics, squad_scores
-from hfx.tasks.base import TASKS, Evaluation, Task, TaskConfig, prediction_count
+from hfx.tasks.base import TASKS, Evaluation, Task, TaskConfig, TaskSettings, prediction_count
 
 # transformers 5 has no pipeline of this name: hfx.pipelines.extractive_qa registers one.
 PIPELINE_TASK = "question-answering"
@@ -35,13 +33,17 @@ class QuestionAnsweringConfig(TaskConfig):
     n_best: int = 20
 
 
-def _columns(cfg: DictConfig) -> dict[str, str]:
-    d = cfg.dataset
-    return {
-        "question_column": d.question_column,
-        "context_column": d.context_column,
-        "answers_column": d.answers_column,
-    }
+@dataclass
+class QuestionAnsweringColumns:
+    id: str = "id"  # optional: names examples in errors and predictions (row numbers without it)
+    question: str = "question"
+    context: str = "context"
+    answers: str = "answers"  # {text: [...], answer_start: [...]} per example, SQuAD style
+
+
+def _columns(s: TaskSettings) -> dict[str, str]:
+    c = s.columns
+    return {"columns.question": c.question, "columns.context": c.context, "columns.answers": c.answers}
 
 
 def _example_name(ids: list[Any] | None, i: int) -> str:
@@ -227,40 +229,39 @@ class QuestionAnswering(Task):
     name = "question_answering"
     pipeline_task = PIPELINE_TASK
     schema = QuestionAnsweringConfig
+    columns = QuestionAnsweringColumns
     predict_fields = ("question", "context")
     peft_task_type = "QUESTION_ANS"
     head_modules = ("qa_outputs",)
 
-    def auto_model_class(self, cfg: DictConfig) -> Any:
+    def auto_model_class(self) -> Any:
         from transformers import AutoModelForQuestionAnswering
 
         return AutoModelForQuestionAnswering
 
-    def validate_data(self, raw: Any, cfg: DictConfig) -> None:
-        d = cfg.dataset
+    def validate_data(self, raw: Any, s: TaskSettings) -> None:
+        c = s.columns
         for split_name, split in raw.items():
-            require_columns(split, _columns(cfg), split_name)
-            ids = split[d.id_column] if d.id_column in split.column_names else None
-            for i, (context, answers) in enumerate(
-                zip(split[d.context_column], split[d.answers_column], strict=True)
-            ):
+            require_columns(split, _columns(s), split_name)
+            ids = split[c.id] if c.id in split.column_names else None
+            for i, (context, answers) in enumerate(zip(split[c.context], split[c.answers], strict=True)):
                 if not isinstance(context, str):
                     raise HfxError(
-                        f"dataset.context_column: example {_example_name(ids, i)} has a context of type "
+                        f"dataset.columns.context: example {_example_name(ids, i)} has a context of type "
                         f"{type(context).__name__}, expected text"
                     )
-                check_answers(answers, context, _example_name(ids, i), "dataset.answers_column")
+                check_answers(answers, context, _example_name(ids, i), "dataset.columns.answers")
 
-    def training_texts(self, split: Any, cfg: DictConfig) -> Iterator[str]:
-        yield from split[cfg.dataset.question_column]
+    def training_texts(self, split: Any, s: TaskSettings) -> Iterator[str]:
+        yield from split[s.columns.question]
         # Many questions share a context: count each context once.
-        yield from dict.fromkeys(split[cfg.dataset.context_column])
+        yield from dict.fromkeys(split[s.columns.context])
 
     def preprocess(
-        self, split: Any, tokenizer: Any, cfg: DictConfig, labels: list[str] | None, train: bool
+        self, split: Any, tokenizer: Any, s: TaskSettings, labels: list[str] | None, train: bool
     ) -> Any:
-        d, t = cfg.dataset, cfg.task
-        max_length = cfg.tokenizer.max_length
+        c, t = s.columns, s.task
+        max_length = s.max_length
         if not 0 <= t.doc_stride < max_length // 2:
             raise HfxError(
                 f"task.doc_stride: expected 0 <= doc_stride < tokenizer.max_length / 2 "
@@ -270,10 +271,10 @@ class QuestionAnswering(Task):
 
         def encode(batch: dict[str, list[Any]], indices: list[int]) -> dict[str, Any]:
             enc = encode_windows(
-                tokenizer, batch[d.question_column], batch[d.context_column], max_length, t.doc_stride
+                tokenizer, batch[c.question], batch[c.context], max_length, t.doc_stride
             )
             windows = window_features(
-                enc, batch[d.answers_column], pad_on_right, tokenizer.cls_token_id, first_index=indices[0]
+                enc, batch[c.answers], pad_on_right, tokenizer.cls_token_id, first_index=indices[0]
             )
             out = {k: enc[k] for k in ("input_ids", "attention_mask", "token_type_ids") if k in enc}
             out.update(start_positions=windows["start_positions"], end_positions=windows["end_positions"])
@@ -289,13 +290,13 @@ class QuestionAnswering(Task):
         return map_features(split, encode, train, with_indices=True)
 
     def evaluate(
-        self, trainer: Any, features: Any, raw: Any, tokenizer: Any, cfg: DictConfig, labels: list[str] | None
+        self, trainer: Any, features: Any, raw: Any, tokenizer: Any, s: TaskSettings, labels: list[str] | None
     ) -> Evaluation:
-        d, t = cfg.dataset, cfg.task
+        c, t = s.columns, s.task
         # Only the per-window start/end logits are kept (windows x max_length each), never hidden states.
         out = trainer.predict(features, metric_key_prefix="eval")
         start_logits, end_logits = out.predictions[0], out.predictions[1]
-        contexts = raw[d.context_column]
+        contexts = raw[c.context]
         predicted = predict_answers(
             start_logits,
             end_logits,
@@ -305,14 +306,14 @@ class QuestionAnswering(Task):
             t.n_best,
             t.max_answer_length,
         )
-        golds = [a["text"] for a in raw[d.answers_column]]
+        golds = [a["text"] for a in raw[c.answers]]
         metrics = {
             **dict(out.metrics),
             **{f"eval_{k}": v for k, v in squad_metrics(predicted, golds).items()},
         }
-        ids = raw[d.id_column] if d.id_column in raw.column_names else list(range(len(raw)))
-        questions = raw[d.question_column]
-        limit = prediction_count(cfg.num_predictions, len(predicted))
+        ids = raw[c.id] if c.id in raw.column_names else list(range(len(raw)))
+        questions = raw[c.question]
+        limit = prediction_count(s.num_predictions, len(predicted))
         rows = []
         for i in range(limit):
             em, f1 = squad_scores(predicted[i], golds[i])

@@ -7,14 +7,12 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
-from omegaconf import DictConfig
-
-from hfx.architectures import architecture
+from hfx.architectures import DECODER, ENCODER_DECODER, Architecture, architecture
 from hfx.data import column, map_features, require_columns
 from hfx.errors import HfxError, one_of
 from hfx.labels import IGNORE_INDEX
 from hfx.metrics.text import text_metrics
-from hfx.tasks.base import TASKS, Evaluation, Task, TaskConfig, prediction_count
+from hfx.tasks.base import TASKS, Evaluation, Task, TaskConfig, TaskSettings, prediction_count
 
 # task.metric -> the pipeline that serves the saved model. transformers 5 removed the "summarization" /
 # "translation" pipelines; hfx.pipelines.seq2seq registers these, with the outputs transformers 4 gave
@@ -46,8 +44,21 @@ class Seq2SeqConfig(TaskConfig):
     generation: GenerationSettings = field(default_factory=GenerationSettings)
 
 
-def _columns(cfg: DictConfig) -> dict[str, str]:
-    return {"source_column": cfg.dataset.source_column, "target_column": cfg.dataset.target_column}
+@dataclass
+class Seq2SeqColumns:
+    # A dotted name reads a field of a dict column: translation.en.
+    source: str = "source"
+    target: str = "target"
+
+
+def _columns(s: TaskSettings) -> dict[str, str]:
+    return {"columns.source": s.columns.source, "columns.target": s.columns.target}
+
+
+def _shape_error(model_type: str, shape: str) -> HfxError:
+    return HfxError(
+        f"model: task seq2seq needs an encoder-decoder model (bart, t5); model type {model_type} is {shape}"
+    )
 
 
 def _require_fields(split: Any, key: str, name: str, what: str) -> None:
@@ -73,60 +84,62 @@ class Seq2Seq(Task):
     name = "seq2seq"
     pipeline_task = FLAVOURS["rouge"]
     schema = Seq2SeqConfig
+    columns = Seq2SeqColumns
     peft_task_type = "SEQ_2_SEQ_LM"
     head_modules = ()
     seq2seq = True
 
-    def pipeline_name(self, cfg: DictConfig) -> str:
-        return FLAVOURS[cfg.task.metric]
+    def pipeline_name(self, s: TaskSettings) -> str:
+        return FLAVOURS[s.task.metric]
 
-    def auto_model_class(self, cfg: DictConfig) -> Any:
+    def auto_model_class(self) -> Any:
         from transformers import AutoModelForSeq2SeqLM
 
         return AutoModelForSeq2SeqLM
 
-    def check_model(self, model_config: Any, cfg: DictConfig) -> None:
+    def check_architecture(self, record: Architecture) -> None:
+        if record.shape != ENCODER_DECODER:
+            raise _shape_error(record.model_type, "decoder-only" if record.shape == DECODER else "encoder-only")
+
+    def check_model(self, model_config: Any, s: TaskSettings) -> None:
         if getattr(model_config, "is_encoder_decoder", False):
             return
         kind = model_config.model_type
         arch = architecture(kind)
-        shape = "encoder-only" if arch is not None and arch.is_encoder_only else "decoder-only"
-        raise HfxError(
-            f"model: task seq2seq needs an encoder-decoder model (bart, t5); model type {kind} is {shape}"
-        )
+        raise _shape_error(kind, "encoder-only" if arch is not None and arch.is_encoder_only else "decoder-only")
 
-    def validate_data(self, raw: Any, cfg: DictConfig) -> None:
-        if cfg.task.metric not in FLAVOURS:
-            raise one_of("task.metric", cfg.task.metric, FLAVOURS)
+    def validate_data(self, raw: Any, s: TaskSettings) -> None:
+        if s.task.metric not in FLAVOURS:
+            raise one_of("task.metric", s.task.metric, FLAVOURS)
         for split_name, split in raw.items():
-            require_columns(split, _columns(cfg), split_name)
-            for key, name in _columns(cfg).items():
+            require_columns(split, _columns(s), split_name)
+            for key, name in _columns(s).items():
                 _require_fields(split, key, name, split_name)
-            target = cfg.dataset.target_column
+            target = s.columns.target
             for i, text in enumerate(column(split, target)):
                 if not isinstance(text, str) or not text.strip():
                     raise HfxError(
-                        f"dataset.target_column: row {i} of the {split_name} data has an empty target "
+                        f"dataset.columns.target: row {i} of the {split_name} data has an empty target "
                         f"in '{target}' (expected non-empty text)"
                     )
 
-    def training_texts(self, split: Any, cfg: DictConfig) -> Iterator[str]:
+    def training_texts(self, split: Any, s: TaskSettings) -> Iterator[str]:
         # Both sides: a translation model shares one vocabulary between the languages.
-        yield from column(split, cfg.dataset.source_column)
-        yield from column(split, cfg.dataset.target_column)
+        yield from column(split, s.columns.source)
+        yield from column(split, s.columns.target)
 
     def preprocess(
-        self, split: Any, tokenizer: Any, cfg: DictConfig, labels: list[str] | None, train: bool
+        self, split: Any, tokenizer: Any, s: TaskSettings, labels: list[str] | None, train: bool
     ) -> Any:
-        d, t = cfg.dataset, cfg.task
-        max_source, max_target = cfg.tokenizer.max_length, t.max_target_length
+        c, t = s.columns, s.task
+        max_source, max_target = s.max_length, t.max_target_length
 
         def encode(batch: dict[str, list[Any]]) -> dict[str, Any]:
-            sources = [t.source_prefix + (s or "") for s in column(batch, d.source_column)]
+            sources = [t.source_prefix + (text or "") for text in column(batch, c.source)]
             # Sources stay as the tokenizer makes them: that is what the pipeline feeds the model later.
             enc = tokenizer(sources, truncation=True, max_length=max_source)
             targets = tokenizer(
-                text_target=column(batch, d.target_column), truncation=True, max_length=max_target
+                text_target=column(batch, c.target), truncation=True, max_length=max_target
             )
             enc["labels"] = [
                 with_eos(ids, tokenizer.eos_token_id, max_target) for ids in targets["input_ids"]
@@ -136,36 +149,35 @@ class Seq2Seq(Task):
 
         return map_features(split, encode, train)
 
-    def collator(self, tokenizer: Any, model: Any, cfg: DictConfig) -> Any:
+    def collator(self, tokenizer: Any, model: Any, s: TaskSettings) -> Any:
         from transformers import DataCollatorForSeq2Seq
 
         # The first hook that sees the live model: generation settings must be on it before any evaluation.
-        configure_generation(model, tokenizer, cfg)
+        configure_generation(model, tokenizer, s.task)
         return DataCollatorForSeq2Seq(tokenizer, model=model, label_pad_token_id=IGNORE_INDEX)
 
-    def training_args(self, cfg: DictConfig) -> dict[str, Any]:
+    def training_args(self, s: TaskSettings) -> dict[str, Any]:
         # Generation settings live on model.generation_config (configure_generation), which is also saved.
         return {"predict_with_generate": True}
 
-    def trainer_kwargs(self, tokenizer: Any, cfg: DictConfig, labels: list[str] | None) -> dict[str, Any]:
+    def trainer_kwargs(self, tokenizer: Any, s: TaskSettings, labels: list[str] | None) -> dict[str, Any]:
         def compute_metrics(eval_pred: Any) -> dict[str, float]:
             preds = decode(eval_pred.predictions, tokenizer)
             refs = decode(eval_pred.label_ids, tokenizer)
             return {
-                **text_metrics(cfg.task.metric, preds, refs),
+                **text_metrics(s.task.metric, preds, refs),
                 "gen_len": generated_length(eval_pred.predictions, tokenizer),
             }
 
         return {"compute_metrics": compute_metrics}
 
     def evaluate(
-        self, trainer: Any, features: Any, raw: Any, tokenizer: Any, cfg: DictConfig, labels: list[str] | None
+        self, trainer: Any, features: Any, raw: Any, tokenizer: Any, s: TaskSettings, labels: list[str] | None
     ) -> Evaluation:
         out = trainer.predict(features, metric_key_prefix="eval")
         preds = decode(out.predictions, tokenizer)
-        d = cfg.dataset
-        sources, references = column(raw, d.source_column), column(raw, d.target_column)
-        limit = prediction_count(cfg.num_predictions, len(preds))
+        sources, references = column(raw, s.columns.source), column(raw, s.columns.target)
+        limit = prediction_count(s.num_predictions, len(preds))
         rows = [
             {"source": sources[i], "reference": references[i], "prediction": preds[i]} for i in range(limit)
         ]
@@ -179,10 +191,11 @@ def with_eos(ids: list[int], eos_id: int, max_length: int) -> list[int]:
     return list(ids[: max_length - 1]) + [eos_id]
 
 
-def configure_generation(model: Any, tokenizer: Any, cfg: DictConfig) -> None:
-    """task.generation -> the model's generation_config (used by evaluation, saved with the model)."""
+def configure_generation(model: Any, tokenizer: Any, task: Any) -> None:
+    """task.generation -> the model's generation_config (used by evaluation, saved with the model); `task` is the
+    task's own section."""
     base = model.get_base_model() if hasattr(model, "get_base_model") else model
-    g, gen = cfg.task.generation, base.generation_config
+    g, gen = task.generation, base.generation_config
     # As max_length (decoder start + new tokens): the Trainer fills in max_length=20 otherwise, and a saved config
     # holding both makes every pipeline call warn.
     gen.max_length, gen.max_new_tokens = g.max_new_tokens + 1, None
@@ -195,8 +208,8 @@ def configure_generation(model: Any, tokenizer: Any, cfg: DictConfig) -> None:
         # BART's config defaults forced_eos_token_id to 2, which is [CLS] in a trained vocabulary, not </s>.
         gen.forced_eos_token_id = tokenizer.eos_token_id
         base.config.forced_eos_token_id = tokenizer.eos_token_id
-    if cfg.task.source_prefix:
-        base.config.prefix = cfg.task.source_prefix
+    if task.source_prefix:
+        base.config.prefix = task.source_prefix
 
 
 def decode(ids: Any, tokenizer: Any) -> list[str]:

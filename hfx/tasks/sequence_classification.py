@@ -4,15 +4,13 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from dataclasses import dataclass
-from typing import Any
-
-from omegaconf import DictConfig
+from typing import Any, Optional
 
 from hfx.data import map_features, require_columns
 from hfx.errors import HfxError
 from hfx.labels import label_maps, require_seen_in_training
 from hfx.metrics.classification import argmax_logits, classification_metrics
-from hfx.tasks.base import TASKS, Evaluation, Task, TaskConfig, prediction_count
+from hfx.tasks.base import TASKS, Evaluation, Task, TaskConfig, TaskSettings, prediction_count
 
 
 @dataclass
@@ -20,10 +18,19 @@ class SequenceClassificationConfig(TaskConfig):
     name: str = "sequence_classification"
 
 
-def _columns(cfg: DictConfig) -> dict[str, str]:
-    cols = {"text_column": cfg.dataset.text_column, "label_column": cfg.dataset.label_column}
-    if cfg.dataset.text_pair_column:
-        cols["text_pair_column"] = cfg.dataset.text_pair_column
+@dataclass
+class SequenceClassificationColumns:
+    text: str = "text"
+    # The second text of a pair (NLI, paraphrase); null for single texts.
+    text_pair: Optional[str] = None  # noqa: UP045 (OmegaConf 2.3 reads Optional, not str | None)
+    label: str = "label"
+
+
+def _columns(s: TaskSettings) -> dict[str, str]:
+    c = s.columns
+    cols = {"columns.text": c.text, "columns.label": c.label}
+    if c.text_pair:
+        cols["columns.text_pair"] = c.text_pair
     return cols
 
 
@@ -31,61 +38,62 @@ class SequenceClassification(Task):
     name = "sequence_classification"
     pipeline_task = "text-classification"
     schema = SequenceClassificationConfig
+    columns = SequenceClassificationColumns
     predict_fields = ("text", "text_pair")
     peft_task_type = "SEQ_CLS"
     head_modules = ("pooler", "classifier", "score", "pre_classifier")
 
-    def auto_model_class(self, cfg: DictConfig) -> Any:
+    def auto_model_class(self) -> Any:
         from transformers import AutoModelForSequenceClassification
 
         return AutoModelForSequenceClassification
 
-    def validate_data(self, raw: Any, cfg: DictConfig) -> None:
+    def validate_data(self, raw: Any, s: TaskSettings) -> None:
         for split_name, split in raw.items():
-            require_columns(split, _columns(cfg), split_name)
+            require_columns(split, _columns(s), split_name)
 
-    def label_names(self, raw: Any, cfg: DictConfig) -> list[str]:
-        col = cfg.dataset.label_column
+    def label_names(self, raw: Any, s: TaskSettings) -> list[str]:
+        col = s.columns.label
         train_values = raw["train"].unique(col)
         eval_values = raw["eval"].unique(col)
         if any(v is None for v in train_values + eval_values):
-            raise HfxError(f"dataset.label_column: column '{col}' has empty labels")
-        require_seen_in_training("label_column", sorted(map(str, train_values)), eval_values, "labels")
+            raise HfxError(f"dataset.columns.label: column '{col}' has empty labels")
+        require_seen_in_training("columns.label", sorted(map(str, train_values)), eval_values, "labels")
         feature = raw["train"].features[col]
         if getattr(feature, "names", None):
             return list(feature.names)
         if all(isinstance(v, int) for v in train_values):
             n = max(train_values) + 1
-            names = cfg.dataset.label_names
+            names = s.label_names
             if names is not None:
                 if len(names) < n:
                     raise HfxError(f"dataset.label_names: {len(names)} names for integer labels up to {n - 1}")
                 return list(names)
             if min(train_values) < 0:
-                raise HfxError(f"dataset.label_column: integer labels must be 0..n-1, got {min(train_values)}")
+                raise HfxError(f"dataset.columns.label: integer labels must be 0..n-1, got {min(train_values)}")
             return [str(i) for i in range(n)]
         # String labels: a stable, sorted order, saved with the model as id2label.
         return sorted(map(str, train_values))
 
-    def training_texts(self, split: Any, cfg: DictConfig) -> Iterator[str]:
-        yield from split[cfg.dataset.text_column]
-        if cfg.dataset.text_pair_column:
-            yield from split[cfg.dataset.text_pair_column]
+    def training_texts(self, split: Any, s: TaskSettings) -> Iterator[str]:
+        yield from split[s.columns.text]
+        if s.columns.text_pair:
+            yield from split[s.columns.text_pair]
 
-    def preprocess(self, split: Any, tokenizer: Any, cfg: DictConfig, labels: list[str] | None, train: bool) -> Any:
-        d = cfg.dataset
+    def preprocess(self, split: Any, tokenizer: Any, s: TaskSettings, labels: list[str] | None, train: bool) -> Any:
+        c = s.columns
         label_id = {name: i for i, name in enumerate(labels or [])}
-        max_length = cfg.tokenizer.max_length
+        max_length = s.max_length
 
         def encode(batch: dict[str, list[Any]]) -> dict[str, Any]:
-            pair = batch[d.text_pair_column] if d.text_pair_column else None
-            enc = tokenizer(batch[d.text_column], pair, truncation=True, max_length=max_length)
+            pair = batch[c.text_pair] if c.text_pair else None
+            enc = tokenizer(batch[c.text], pair, truncation=True, max_length=max_length)
             # Integer labels are class ids already; string labels map through the saved label list.
-            unknown = [v for v in batch[d.label_column] if not isinstance(v, int) and str(v) not in label_id]
+            unknown = [v for v in batch[c.label] if not isinstance(v, int) and str(v) not in label_id]
             if unknown:
-                raise HfxError(f"dataset.label_column: label '{unknown[0]}' is not one of the model's labels "
+                raise HfxError(f"dataset.columns.label: label '{unknown[0]}' is not one of the model's labels "
                                f"({', '.join(label_id)})")
-            enc["labels"] = [v if isinstance(v, int) else label_id[str(v)] for v in batch[d.label_column]]
+            enc["labels"] = [v if isinstance(v, int) else label_id[str(v)] for v in batch[c.label]]
             # Precomputed lengths let length-grouped sampling skip a pass over the data.
             enc["length"] = [len(ids) for ids in enc["input_ids"]]
             return enc
@@ -95,27 +103,27 @@ class SequenceClassification(Task):
     def model_kwargs(self, labels: list[str] | None) -> dict[str, Any]:
         return label_maps(labels)
 
-    def training_args(self, cfg: DictConfig) -> dict[str, Any]:
+    def training_args(self, s: TaskSettings) -> dict[str, Any]:
         # Sequence-classification loss ignores num_items_in_batch, so token averaging across devices
         # would log it about 2x too large under DDP.
         return {"average_tokens_across_devices": False}
 
-    def trainer_kwargs(self, tokenizer: Any, cfg: DictConfig, labels: list[str] | None) -> dict[str, Any]:
+    def trainer_kwargs(self, tokenizer: Any, s: TaskSettings, labels: list[str] | None) -> dict[str, Any]:
         return {"compute_metrics": classification_metrics, "preprocess_logits_for_metrics": argmax_logits}
 
-    def evaluate(self, trainer: Any, features: Any, raw: Any, tokenizer: Any, cfg: DictConfig,
+    def evaluate(self, trainer: Any, features: Any, raw: Any, tokenizer: Any, s: TaskSettings,
                  labels: list[str] | None) -> Evaluation:
         out = trainer.predict(features, metric_key_prefix="eval")
         names = labels or []
         preds = out.predictions.tolist()
         refs = out.label_ids.tolist()
-        d = cfg.dataset
+        c = s.columns
         rows = []
-        limit = prediction_count(cfg.num_predictions, len(preds))
+        limit = prediction_count(s.num_predictions, len(preds))
         for i in range(limit):
-            row = {"input": raw[i][d.text_column]}
-            if d.text_pair_column:
-                row["input_pair"] = raw[i][d.text_pair_column]
+            row = {"input": raw[i][c.text]}
+            if c.text_pair:
+                row["input_pair"] = raw[i][c.text_pair]
             row.update(reference=names[refs[i]], prediction=names[preds[i]], correct=refs[i] == preds[i])
             rows.append(row)
         return Evaluation(metrics=dict(out.metrics), predictions=rows)

@@ -15,14 +15,12 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
 
-from omegaconf import DictConfig
-
 from hfx.chat_template import ALPACA, ALPACA_NO_INPUT, prompt_chat_template, prompt_text, user_message
 from hfx.data import map_features, require_columns
 from hfx.errors import HfxError
 from hfx.generation import generate, trainer_device
 from hfx.labels import IGNORE_INDEX
-from hfx.tasks.base import TASKS, Evaluation, TaskConfig, prediction_count
+from hfx.tasks.base import TASKS, Evaluation, TaskConfig, TaskSettings, prediction_count
 from hfx.tasks.causal_lm import CausalLM
 
 
@@ -36,6 +34,14 @@ class SFTConfig(TaskConfig):
     prompt_template_no_input: str = ALPACA_NO_INPUT
     num_samples: int = 8
     max_new_tokens: int = 64
+
+
+@dataclass
+class SFTColumns:
+    instruction: str = "instruction"
+    # Optional: a dataset without this column has no extra input (the no-input template).
+    input: str = "input"
+    output: str = "output"
 
 
 def sft_example(
@@ -71,91 +77,81 @@ class InstructionSFT(CausalLM):
 
     name = "sft"
     schema = SFTConfig
+    columns = SFTColumns
     predict_fields = ("instruction", "input")
 
-    def _sequence_length(self, cfg: DictConfig) -> tuple[int, str]:
-        return cfg.tokenizer.max_length, "tokenizer.max_length"
+    def _sequence_length(self, s: TaskSettings) -> tuple[int, str]:
+        return s.max_length, "tokenizer.max_length"
 
-    def validate_data(self, raw: Any, cfg: DictConfig) -> None:
-        self._check_architecture(cfg.model.architecture)
-        d = cfg.dataset
+    def validate_data(self, raw: Any, s: TaskSettings) -> None:
+        c = s.columns
+        required = {"columns.instruction": c.instruction, "columns.output": c.output}
         for split_name, split in raw.items():
-            require_columns(
-                split,
-                {"instruction_column": d.instruction_column, "output_column": d.output_column},
-                split_name,
-            )
-            for key, col in (
-                ("instruction_column", d.instruction_column),
-                ("output_column", d.output_column),
-            ):
+            require_columns(split, required, split_name)
+            for key, col in required.items():
                 for i, value in enumerate(split[col]):
-                    if value is None or (key == "instruction_column" and not str(value).strip()):
+                    if value is None or (key == "columns.instruction" and not str(value).strip()):
                         raise HfxError(
                             f"dataset.{key}: row {i} of the {split_name} data has an empty '{col}' field"
                         )
 
-    def training_texts(self, split: Any, cfg: DictConfig) -> Iterator[str]:
-        d = cfg.dataset
-        cols = [c for c in (d.instruction_column, d.input_column, d.output_column) if c in split.column_names]
+    def training_texts(self, split: Any, s: TaskSettings) -> Iterator[str]:
+        c = s.columns
+        cols = [col for col in (c.instruction, c.input, c.output) if col in split.column_names]
         for col in cols:
             yield from (t for t in split[col] if t)
 
-    def _inputs(self, split: Any, cfg: DictConfig) -> list[str]:
-        col = cfg.dataset.input_column
+    def _inputs(self, split: Any, s: TaskSettings) -> list[str]:
+        col = s.columns.input
         return [v or "" for v in split[col]] if col in split.column_names else [""] * len(split)
 
     def preprocess(
-        self, split: Any, tokenizer: Any, cfg: DictConfig, labels: list[str] | None, train: bool
+        self, split: Any, tokenizer: Any, s: TaskSettings, labels: list[str] | None, train: bool
     ) -> Any:
-        d = cfg.dataset
-        template = prompt_chat_template(tokenizer, cfg.task)
-        max_length = cfg.tokenizer.max_length
-        has_input = d.input_column in split.column_names
+        c = s.columns
+        template = prompt_chat_template(tokenizer, s.task)
+        max_length = s.max_length
+        has_input = c.input in split.column_names
 
         def encode(batch: dict[str, list[Any]]) -> dict[str, list[Any]]:
-            inputs = batch[d.input_column] if has_input else [""] * len(batch[d.instruction_column])
+            inputs = batch[c.input] if has_input else [""] * len(batch[c.instruction])
             rows = [
                 sft_example(tokenizer, template, ins, inp, out, max_length)
-                for ins, inp, out in zip(
-                    batch[d.instruction_column], inputs, batch[d.output_column], strict=True
-                )
+                for ins, inp, out in zip(batch[c.instruction], inputs, batch[c.output], strict=True)
             ]
             return {k: [r[k] for r in rows] for k in ("input_ids", "labels", "length")}
 
         return map_features(split, encode, train)
 
     def evaluate(
-        self, trainer: Any, features: Any, raw: Any, tokenizer: Any, cfg: DictConfig, labels: list[str] | None
+        self, trainer: Any, features: Any, raw: Any, tokenizer: Any, s: TaskSettings, labels: list[str] | None
     ) -> Evaluation:
         # Saved with the model, so that `hfx predict` and pipeline() wrap inputs in the training prompt.
-        tokenizer.chat_template = prompt_chat_template(tokenizer, cfg.task)
-        return super().evaluate(trainer, features, raw, tokenizer, cfg, labels)
+        tokenizer.chat_template = prompt_chat_template(tokenizer, s.task)
+        return super().evaluate(trainer, features, raw, tokenizer, s, labels)
 
     def samples(
-        self, model: Any, features: Any, raw: Any, tokenizer: Any, cfg: DictConfig
+        self, model: Any, features: Any, raw: Any, tokenizer: Any, s: TaskSettings
     ) -> list[dict[str, Any]]:
         """Instruction, input, reference output and the greedy response for the first eval records."""
-        d = cfg.dataset
-        n = prediction_count(cfg.num_predictions, min(cfg.task.num_samples, len(raw)))
+        c = s.columns
+        n = prediction_count(s.num_predictions, min(s.task.num_samples, len(raw)))
         if n <= 0:
             return []
         rows = raw.select(range(n))
-        inputs = self._inputs(rows, cfg)
+        inputs = self._inputs(rows, s)
         template = tokenizer.chat_template
-        max_prompt = max(1, cfg.tokenizer.max_length - 1)
+        max_prompt = max(1, s.max_length - 1)
         prompts = [
             tokenizer(prompt_text(tokenizer, template, ins, inp), add_special_tokens=False)["input_ids"][
                 -max_prompt:
             ]
-            for ins, inp in zip(rows[d.instruction_column], inputs, strict=True)
+            for ins, inp in zip(rows[c.instruction], inputs, strict=True)
         ]
-        generated = generate(model, prompts, tokenizer, cfg.task.max_new_tokens, trainer_device(model))
+        generated = generate(model, prompts, tokenizer, s.task.max_new_tokens, trainer_device(model))
         return [
             {"instruction": ins, "input": inp, "reference": ref, "generated": g}
-            for ins, inp, ref, g in zip(
-                rows[d.instruction_column], inputs, rows[d.output_column], generated, strict=True
-            )
+            for ins, inp, ref, g in zip(rows[c.instruction], inputs, rows[c.output], generated, strict=True)
         ]
 
     def pipeline_inputs(self, record: dict[str, Any]) -> Any:

@@ -7,14 +7,12 @@ from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from omegaconf import DictConfig
-
 from hfx.data import map_features, require_columns
 from hfx.errors import HfxError
 from hfx.labels import IGNORE_INDEX, label_maps, require_seen_in_training
 from hfx.metrics.classification import argmax_logits
 from hfx.metrics.entities import entity_scores, word_level_from_tokens
-from hfx.tasks.base import TASKS, Evaluation, Task, TaskConfig, prediction_count
+from hfx.tasks.base import TASKS, Evaluation, Task, TaskConfig, TaskSettings, prediction_count
 
 OUTSIDE = "O"
 
@@ -27,8 +25,14 @@ class TokenClassificationConfig(TaskConfig):
     label_all_tokens: bool = False
 
 
-def _columns(cfg: DictConfig) -> dict[str, str]:
-    return {"tokens_column": cfg.dataset.tokens_column, "tags_column": cfg.dataset.tags_column}
+@dataclass
+class TokenClassificationColumns:
+    tokens: str = "tokens"  # lists of words
+    tags: str = "ner_tags"  # one tag per word: strings, or integers named by dataset.label_names
+
+
+def _columns(s: TaskSettings) -> dict[str, str]:
+    return {"columns.tokens": s.columns.tokens, "columns.tags": s.columns.tags}
 
 
 def order_labels(tags: Sequence[str]) -> list[str]:
@@ -92,44 +96,45 @@ class TokenClassification(Task):
     name = "token_classification"
     pipeline_task = "token-classification"
     schema = TokenClassificationConfig
+    columns = TokenClassificationColumns
     predict_fields = ("text",)
     peft_task_type = "TOKEN_CLS"
     head_modules = ("classifier",)
 
-    def auto_model_class(self, cfg: DictConfig) -> Any:
+    def auto_model_class(self) -> Any:
         from transformers import AutoModelForTokenClassification
 
         return AutoModelForTokenClassification
 
-    def validate_data(self, raw: Any, cfg: DictConfig) -> None:
-        d = cfg.dataset
+    def validate_data(self, raw: Any, s: TaskSettings) -> None:
+        c = s.columns
         for split_name, split in raw.items():
-            require_columns(split, _columns(cfg), split_name)
-            for i, (words, tags) in enumerate(zip(split[d.tokens_column], split[d.tags_column], strict=True)):
+            require_columns(split, _columns(s), split_name)
+            for i, (words, tags) in enumerate(zip(split[c.tokens], split[c.tags], strict=True)):
                 if not isinstance(words, list):
                     raise HfxError(
-                        f"dataset.tokens_column: column '{d.tokens_column}' must hold lists of words; "
+                        f"dataset.columns.tokens: column '{c.tokens}' must hold lists of words; "
                         f"row {i} of the {split_name} data is {type(words).__name__}"
                     )
                 if not isinstance(tags, list) or len(tags) != len(words):
                     got = f"{len(tags)} tags" if isinstance(tags, list) else type(tags).__name__
                     raise HfxError(
-                        f"dataset.tags_column: row {i} of the {split_name} data has {got} for "
-                        f"{len(words)} words; column '{d.tags_column}' needs one tag per word of "
-                        f"'{d.tokens_column}'"
+                        f"dataset.columns.tags: row {i} of the {split_name} data has {got} for "
+                        f"{len(words)} words; column '{c.tags}' needs one tag per word of "
+                        f"'{c.tokens}'"
                     )
 
-    def label_names(self, raw: Any, cfg: DictConfig) -> list[str]:
-        d = cfg.dataset
-        feature = getattr(raw["train"].features[d.tags_column], "feature", None)
+    def label_names(self, raw: Any, s: TaskSettings) -> list[str]:
+        col = s.columns.tags
+        feature = getattr(raw["train"].features[col], "feature", None)
         if getattr(feature, "names", None):  # ClassLabel tags (hub datasets): their own names and order
             return list(feature.names)
-        train_tags = {t for tags in raw["train"][d.tags_column] for t in tags}
-        eval_tags = {t for tags in raw["eval"][d.tags_column] for t in tags}
+        train_tags = {t for tags in raw["train"][col] for t in tags}
+        eval_tags = {t for tags in raw["eval"][col] for t in tags}
         if any(t is None for t in train_tags | eval_tags):
-            raise HfxError(f"dataset.tags_column: column '{d.tags_column}' has empty tags")
+            raise HfxError(f"dataset.columns.tags: column '{col}' has empty tags")
         if train_tags and all(isinstance(t, int) for t in train_tags | eval_tags):
-            names = d.label_names
+            names = s.label_names
             n = max(train_tags | eval_tags) + 1
             if names is None or len(names) < n:
                 raise HfxError(
@@ -138,32 +143,32 @@ class TokenClassification(Task):
                 )
             return list(names)
         names = order_labels(train_tags)
-        require_seen_in_training("tags_column", names, eval_tags, "tags")
+        require_seen_in_training("columns.tags", names, eval_tags, "tags")
         return names
 
-    def training_texts(self, split: Any, cfg: DictConfig) -> Iterator[str]:
-        for words in split[cfg.dataset.tokens_column]:
+    def training_texts(self, split: Any, s: TaskSettings) -> Iterator[str]:
+        for words in split[s.columns.tokens]:
             yield " ".join(words)
 
-    def _encode_words(self, tokenizer: Any, words: list[list[str]], cfg: DictConfig) -> Any:
+    def _encode_words(self, tokenizer: Any, words: list[list[str]], s: TaskSettings) -> Any:
         if not getattr(tokenizer, "is_fast", False):
             raise HfxError(
                 "tokenizer: token_classification needs a fast tokenizer (word_ids); "
                 f"{type(tokenizer).__name__} is not one"
             )
         return tokenizer(
-            words, is_split_into_words=True, truncation=True, max_length=cfg.tokenizer.max_length
+            words, is_split_into_words=True, truncation=True, max_length=s.max_length
         )
 
     def preprocess(
-        self, split: Any, tokenizer: Any, cfg: DictConfig, labels: list[str] | None, train: bool
+        self, split: Any, tokenizer: Any, s: TaskSettings, labels: list[str] | None, train: bool
     ) -> Any:
-        d = cfg.dataset
+        c = s.columns
         names = labels or []
         label_id = {name: i for i, name in enumerate(names)}
         continuation = continuation_ids(names)
         # Evaluation labels only the first sub-token, so scores are per word whatever label_all_tokens says.
-        label_all = bool(cfg.task.label_all_tokens) and train
+        label_all = bool(s.task.label_all_tokens) and train
 
         def tag_ids(tags: list[Any]) -> list[int]:
             out = []
@@ -174,16 +179,16 @@ class TokenClassification(Task):
                     out.append(label_id[str(t)])
                 else:
                     raise HfxError(
-                        f"dataset.tags_column: tag '{t}' is not one of the model's labels "
+                        f"dataset.columns.tags: tag '{t}' is not one of the model's labels "
                         f"({', '.join(names[:20])})"
                     )
             return out
 
         def encode(batch: dict[str, list[Any]]) -> dict[str, Any]:
-            enc = self._encode_words(tokenizer, batch[d.tokens_column], cfg)
+            enc = self._encode_words(tokenizer, batch[c.tokens], s)
             enc["labels"] = [
                 align_labels(enc.word_ids(i), tag_ids(tags), label_all, continuation)
-                for i, tags in enumerate(batch[d.tags_column])
+                for i, tags in enumerate(batch[c.tags])
             ]
             enc["length"] = [len(ids) for ids in enc["input_ids"]]
             return enc
@@ -193,12 +198,12 @@ class TokenClassification(Task):
     def model_kwargs(self, labels: list[str] | None) -> dict[str, Any]:
         return label_maps(labels)
 
-    def collator(self, tokenizer: Any, model: Any, cfg: DictConfig) -> Any:
+    def collator(self, tokenizer: Any, model: Any, s: TaskSettings) -> Any:
         from transformers import DataCollatorForTokenClassification
 
         return DataCollatorForTokenClassification(tokenizer)
 
-    def trainer_kwargs(self, tokenizer: Any, cfg: DictConfig, labels: list[str] | None) -> dict[str, Any]:
+    def trainer_kwargs(self, tokenizer: Any, s: TaskSettings, labels: list[str] | None) -> dict[str, Any]:
         names = list(labels or [])
 
         def compute_metrics(eval_pred: Any) -> dict[str, float]:
@@ -207,14 +212,14 @@ class TokenClassification(Task):
         return {"compute_metrics": compute_metrics, "preprocess_logits_for_metrics": argmax_logits}
 
     def evaluate(
-        self, trainer: Any, features: Any, raw: Any, tokenizer: Any, cfg: DictConfig, labels: list[str] | None
+        self, trainer: Any, features: Any, raw: Any, tokenizer: Any, s: TaskSettings, labels: list[str] | None
     ) -> Evaluation:
-        d = cfg.dataset
+        c = s.columns
         names = list(labels or [])
         out = trainer.predict(features, metric_key_prefix="eval")
-        words = list(raw[d.tokens_column])
-        enc = self._encode_words(tokenizer, words, cfg)
-        references = [_tag_names(names, tags) for tags in raw[d.tags_column]]
+        words = list(raw[c.tokens])
+        enc = self._encode_words(tokenizer, words, s)
+        references = [_tag_names(names, tags) for tags in raw[c.tags]]
         predictions = [
             word_predictions(out.predictions[i], enc.word_ids(i), len(words[i]), names)
             for i in range(len(words))
@@ -222,7 +227,7 @@ class TokenClassification(Task):
         # Rescore against every word of the raw data: words cut off by truncation count as predicted "O".
         metrics = dict(out.metrics)
         metrics.update({f"eval_{k}": v for k, v in entity_scores(references, predictions).items()})
-        limit = prediction_count(cfg.num_predictions, len(words))
+        limit = prediction_count(s.num_predictions, len(words))
         rows = [
             {
                 "tokens": words[i],

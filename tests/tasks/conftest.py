@@ -1,11 +1,12 @@
-"""Shared by the decoder-LM task tests (causal_lm, sft): a BPE tokenizer trained on the fly and configs."""
+"""Shared by the task tests: the settings a task receives; for the decoder-LM tests (causal_lm, sft), a BPE
+tokenizer trained on the fly."""
 
 from __future__ import annotations
 
 import pytest
 from omegaconf import OmegaConf
 
-from hfx.tasks import TASKS
+from hfx.tasks import TASKS, TaskSettings
 
 LINES = [
     "First Citizen:",
@@ -33,21 +34,23 @@ def tok(tmp_path_factory: pytest.TempPathFactory):
     )
 
 
-def cfg_for(task: str, **task_over) -> OmegaConf:
-    schema = TASKS.get(task).schema
-    return OmegaConf.create(
-        {
-            "task": OmegaConf.merge(OmegaConf.structured(schema), task_over),
-            "tokenizer": {"max_length": 64},
-            "dataset": {
-                "text_column": "text",
-                "instruction_column": "instruction",
-                "input_column": "input",
-                "output_column": "output",
-            },
-            "model": {"architecture": "gpt2"},
-            "num_predictions": -1,
-        }
+def settings_for(
+    task: str,
+    *,
+    columns: dict | None = None,
+    max_length: int = 64,
+    label_names: list[str] | None = None,
+    num_predictions: int = -1,
+    **task_over,
+) -> TaskSettings:
+    """What `task` receives: its schema's defaults with `task_over`, its column defaults with `columns`."""
+    entry = TASKS.get(task)
+    return TaskSettings(
+        task=OmegaConf.merge(OmegaConf.structured(entry.schema), task_over),
+        columns=OmegaConf.merge(OmegaConf.structured(entry.columns), columns or {}),
+        max_length=max_length,
+        label_names=label_names,
+        num_predictions=num_predictions,
     )
 
 

@@ -7,13 +7,14 @@ from pathlib import Path
 
 import pytest
 
+from hfx.architectures import ARCHITECTURES
 from hfx.errors import HfxError
 from hfx.generation import generate, token_weighted_loss
 from hfx.labels import IGNORE_INDEX
 from hfx.tasks import TASKS
 from hfx.tasks.causal_lm import PadToLongest, file_order, pack
 from tests.conftest import predict_ok, run_hfx, shared, train_ok
-from tests.tasks.conftest import LINES, TINY_LM, cfg_for, check_lm_run
+from tests.tasks.conftest import LINES, TINY_LM, check_lm_run, settings_for
 
 
 def tiny_gpt2(vocab: int, pad: int, eos: int):
@@ -49,7 +50,7 @@ def test_lines_are_joined_with_newlines_in_file_order(tok):
     split = datasets.Dataset.from_dict({"text": LINES * 4}).train_test_split(test_size=0.25, seed=0)["train"]
     ordered = file_order(split)
     assert [i for i in ordered._indices.column(0).to_pylist()] == sorted(split._indices.column(0).to_pylist())
-    feats = TASKS.get("causal_lm").preprocess(split, tok, cfg_for("causal_lm", block_size=16), None, True)
+    feats = TASKS.get("causal_lm").preprocess(split, tok, settings_for("causal_lm", block_size=16), None, True)
     blocks = feats["input_ids"]
     assert blocks and all(len(b) == 16 for b in blocks) and feats["labels"] == blocks
     text = tok.decode([t for b in blocks for t in b])
@@ -63,7 +64,7 @@ def test_documents_end_with_eos(tok):
 
     split = datasets.Dataset.from_dict({"text": ["Speak, speak.", "All:", "Resolved. resolved."] * 4})
     feats = TASKS.get("causal_lm").preprocess(
-        split, tok, cfg_for("causal_lm", block_size=8, rows="documents"), None, True
+        split, tok, settings_for("causal_lm", block_size=8, rows="documents"), None, True
     )
     ids = [t for b in feats["input_ids"] for t in b]
     doc = tok("All:", add_special_tokens=False)["input_ids"] + [tok.eos_token_id]
@@ -76,7 +77,7 @@ def test_too_little_text_for_one_block_names_the_key(tok):
 
     split = datasets.Dataset.from_dict({"text": ["All:"]})
     with pytest.raises(HfxError, match=r"task.block_size: the eval split has \d+ tokens"):
-        TASKS.get("causal_lm").preprocess(split, tok, cfg_for("causal_lm", block_size=64), None, False)
+        TASKS.get("causal_lm").preprocess(split, tok, settings_for("causal_lm", block_size=64), None, False)
 
 
 # ------------------------------------------------------------------------------------------------ collator
@@ -154,31 +155,44 @@ def test_missing_text_column_lists_columns():
         eval=datasets.Dataset.from_dict({"line": ["b"], "id": [2]}),
     )
     with pytest.raises(
-        HfxError, match=r"dataset.text_column: column 'text' is not in the train data; columns: line, id"
+        HfxError, match=r"dataset.columns.text: column 'text' is not in the train data; columns: line, id"
     ):
-        TASKS.get("causal_lm").validate_data(raw, cfg_for("causal_lm"))
+        TASKS.get("causal_lm").validate_data(raw, settings_for("causal_lm"))
 
 
 def test_encoder_and_encoder_decoder_models_are_refused():
     from transformers import BartConfig, BertConfig, LlamaConfig
 
-    cfg = cfg_for("causal_lm")
+    s = settings_for("causal_lm")
     task = TASKS.get("causal_lm")
     with pytest.raises(
         HfxError,
         match=r"^task causal_lm needs a decoder model \(llama, gpt2, \.\.\.\); "
         r"model type bert is encoder-only$",
     ):
-        task.check_model(BertConfig(), cfg)
+        task.check_model(BertConfig(), s)
     with pytest.raises(HfxError, match="model type bart is encoder-decoder"):
-        task.check_model(BartConfig(), cfg)
-    task.check_model(LlamaConfig(max_position_embeddings=64), cfg)
+        task.check_model(BartConfig(), s)
+    task.check_model(LlamaConfig(max_position_embeddings=64), s)
     with pytest.raises(HfxError, match="task.block_size: 128 tokens exceed the model's 64 positions"):
-        task.check_model(LlamaConfig(max_position_embeddings=64), cfg_for("causal_lm", block_size=128))
-    bert_cfg = cfg_for("sft")
-    bert_cfg.model.architecture = "bert"
+        task.check_model(LlamaConfig(max_position_embeddings=64), settings_for("causal_lm", block_size=128))
+
+
+def test_architecture_records_other_than_decoders_are_refused():
     with pytest.raises(HfxError, match="task sft needs a decoder model"):
-        TASKS.get("sft").validate_data({}, bert_cfg)
+        TASKS.get("sft").check_architecture(ARCHITECTURES.get("bert"))
+    task = TASKS.get("causal_lm")
+    with pytest.raises(
+        HfxError,
+        match=r"^task causal_lm needs a decoder model \(llama, gpt2, \.\.\.\); "
+        r"model type bert is encoder-only$",
+    ):
+        task.check_architecture(ARCHITECTURES.get("bert"))
+    with pytest.raises(HfxError, match=r"model type t5 is encoder-decoder \(use a seq2seq task\)$"):
+        task.check_architecture(ARCHITECTURES.get("t5"))
+    for decoder in ("gpt2", "llama"):
+        task.check_architecture(ARCHITECTURES.get(decoder))
+        TASKS.get("sft").check_architecture(ARCHITECTURES.get(decoder))
 
 
 def test_cli_refuses_an_encoder_model_in_one_line(tmp_path: Path, cache: Path):

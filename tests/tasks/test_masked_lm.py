@@ -8,11 +8,13 @@ import math
 
 import numpy as np
 import pytest
-from omegaconf import OmegaConf
 
+from hfx.architectures import ARCHITECTURES
+from hfx.errors import HfxError
 from hfx.labels import IGNORE_INDEX
 from hfx.tasks.masked_lm import MaskedLM, group_blocks, mask_tokens
 from tests.conftest import TINY, assert_one_line_error, run_hfx, shared, train_ok
+from tests.tasks.conftest import settings_for
 
 
 @pytest.fixture(scope="module")
@@ -31,27 +33,15 @@ TEXTS = [
 ] * 10
 
 
-def _cfg(**task):
-    return OmegaConf.create(
-        {
-            "task": {
-                "name": "masked_lm",
-                "mlm_probability": 0.15,
-                "block_size": None,
-                "eval_mask_seed": 0,
-                **task,
-            },
-            "dataset": {"text_column": "text"},
-            "tokenizer": {"max_length": 128},
-        }
-    )
+def _settings(**task):
+    return settings_for("masked_lm", max_length=128, **task)
 
 
-def _eval_features(tokenizer, cfg, texts=TEXTS):
+def _eval_features(tokenizer, s, texts=TEXTS):
     import datasets
 
     return MaskedLM().preprocess(
-        datasets.Dataset.from_dict({"text": texts}), tokenizer, cfg, None, train=False
+        datasets.Dataset.from_dict({"text": texts}), tokenizer, s, None, train=False
     )
 
 
@@ -71,14 +61,14 @@ def test_mask_tokens_matches_collator_recipe():
 
 
 def test_eval_masking_is_deterministic(minilm_tokenizer):
-    cfg = _cfg()
-    a, b = _eval_features(minilm_tokenizer, cfg), _eval_features(minilm_tokenizer, cfg)
+    s = _settings()
+    a, b = _eval_features(minilm_tokenizer, s), _eval_features(minilm_tokenizer, s)
     assert a["input_ids"] == b["input_ids"] and a["labels"] == b["labels"]
-    other = _eval_features(minilm_tokenizer, _cfg(eval_mask_seed=1))
+    other = _eval_features(minilm_tokenizer, _settings(eval_mask_seed=1))
     assert other["labels"] != a["labels"]
     # Masking is seeded per row: the same text at the same row index masks the same way regardless of what
     # else is in the set.
-    head = _eval_features(minilm_tokenizer, cfg, TEXTS[:3])
+    head = _eval_features(minilm_tokenizer, s, TEXTS[:3])
     assert head["labels"] == a["labels"][:3]
     n_masked = sum(lab != IGNORE_INDEX for row in a["labels"] for lab in row)
     n_tokens = sum(len(row) - 2 for row in a["input_ids"])
@@ -91,10 +81,34 @@ def test_eval_masking_is_deterministic(minilm_tokenizer):
 def test_block_grouping(minilm_tokenizer):
     ids, special = group_blocks([[1, 5, 6, 2], [1, 7, 2]], [[1, 0, 0, 1], [1, 0, 1]], 3)
     assert ids == [[1, 5, 6], [2, 1, 7], [2]] and special == [[1, 0, 0], [1, 1, 0], [1]]
-    feats = _eval_features(minilm_tokenizer, _cfg(block_size=16))
+    feats = _eval_features(minilm_tokenizer, _settings(block_size=16))
     assert all(len(row) == 16 for row in feats["input_ids"][:-1])
     total = sum(len(minilm_tokenizer(t)["input_ids"]) for t in TEXTS)
     assert sum(feats["length"]) == total
+
+
+def test_only_encoder_records_are_accepted():
+    task = MaskedLM()
+    for model_type in ("llama", "gpt2", "bart"):
+        with pytest.raises(
+            HfxError,
+            match=r"^model: masked_lm needs an encoder with a masked-LM head \(bert, roberta, distilbert, \.\.\.\); "
+            f"'{model_type}' has none$",
+        ):
+            task.check_architecture(ARCHITECTURES.get(model_type))
+    for model_type in ("bert", "roberta", "distilbert"):
+        task.check_architecture(ARCHITECTURES.get(model_type))
+
+
+def test_non_text_rows_name_the_column_role():
+    import datasets
+
+    raw = {"train": datasets.Dataset.from_dict({"sentence": ["a", None]}),
+           "eval": datasets.Dataset.from_dict({"sentence": ["b"]})}
+    with pytest.raises(HfxError, match=r"dataset.columns.text: column 'text' is not in the train data"):
+        MaskedLM().validate_data(raw, _settings())
+    with pytest.raises(HfxError, match=r"dataset.columns.text: column 'sentence' must hold text; row 1 of the train"):
+        MaskedLM().validate_data(raw, settings_for("masked_lm", columns={"text": "sentence"}))
 
 
 @pytest.mark.slow
@@ -141,12 +155,12 @@ def test_missing_text_column_is_one_line_error(tmp_path, cache):
         "task=masked_lm",
         "dataset=sst2",
         f"dataset.data_dir={data}",
-        "dataset.text_column=text",
+        "dataset.columns.text=text",
         *TINY,
         "trainer.max_steps=1",
         cache=cache,
     )
-    assert_one_line_error(r, "dataset.text_column", "'text'", "sentence")
+    assert_one_line_error(r, "dataset.columns.text", "'text'", "sentence")
 
 
 def test_decoder_model_is_one_line_error(tmp_path, cache):

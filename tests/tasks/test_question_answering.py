@@ -144,12 +144,12 @@ def test_predict_answers_takes_the_best_window_of_each_example() -> None:
 def test_check_answers() -> None:
     ctx = "Paris is the capital of France."
     check_answers(
-        {"text": ["France", "France."], "answer_start": [24, 24]}, ctx, "'q1'", "dataset.answers_column"
+        {"text": ["France", "France."], "answer_start": [24, 24]}, ctx, "'q1'", "dataset.columns.answers"
     )
     with pytest.raises(HfxError, match="example 'q1'.*answer_start 20"):
-        check_answers({"text": ["France"], "answer_start": [20]}, ctx, "'q1'", "dataset.answers_column")
+        check_answers({"text": ["France"], "answer_start": [20]}, ctx, "'q1'", "dataset.columns.answers")
     with pytest.raises(HfxError, match=r"expected \{text: \[...\], answer_start"):
-        check_answers({"text": "France", "answer_start": 24}, ctx, "'q1'", "dataset.answers_column")
+        check_answers({"text": "France", "answer_start": 24}, ctx, "'q1'", "dataset.columns.answers")
 
 
 # --- the CLI -------------------------------------------------------------------------------------------------------
@@ -237,10 +237,10 @@ def test_missing_question_column_lists_the_columns(tmp_path: Path, cache: Path) 
     data = _write_jsonl(tmp_path / "data", [GOOD])
     _fails(
         f"dataset.data_dir={data}",
-        "dataset.question_column=query",
+        "dataset.columns.question=query",
         cache=cache,
         tmp_path=tmp_path,
-        match="dataset.question_column: column 'query' is not in the train data; columns: id, question, context",
+        match="dataset.columns.question: column 'query' is not in the train data; columns: id, question, context",
     )
 
 
@@ -251,7 +251,7 @@ def test_answer_start_that_misses_the_context_names_the_example(tmp_path: Path, 
         f"dataset.data_dir={data}",
         cache=cache,
         tmp_path=tmp_path,
-        match="dataset.answers_column: answer 'Paris' of example 'bad-offset' is not at answer_start 3",
+        match="dataset.columns.answers: answer 'Paris' of example 'bad-offset' is not at answer_start 3",
     )
 
 
@@ -264,5 +264,5 @@ def test_malformed_answers_field(tmp_path: Path, cache: Path, answers) -> None:
         f"dataset.data_dir={data}",
         cache=cache,
         tmp_path=tmp_path,
-        match="dataset.answers_column: expected {text: [...], answer_start: [...]}",
+        match="dataset.columns.answers: expected {text: [...], answer_start: [...]}",
     )

@@ -9,6 +9,7 @@ from pathlib import Path
 import pytest
 
 from tests.conftest import predict_ok, run_hfx, shared, train_ok
+from tests.tasks.conftest import settings_for
 
 # A BART small enough for a few CPU seconds per run.
 TINY_BART = [
@@ -59,22 +60,10 @@ def tokenizer(tmp_path_factory: pytest.TempPathFactory):
     )
 
 
-def _cfg(**task):
-    from omegaconf import OmegaConf
-
-    return OmegaConf.create(
-        {
-            "task": {
-                "name": "seq2seq",
-                "metric": "bleu",
-                "source_prefix": "",
-                "max_target_length": 8,
-                **task,
-            },
-            "dataset": {"source_column": "translation.en", "target_column": "translation.de"},
-            "tokenizer": {"max_length": 32},
-        }
-    )
+def _settings(target="translation.de", **task):
+    task = {"metric": "bleu", "max_target_length": 8, **task}
+    columns = {"source": "translation.en", "target": target}
+    return settings_for("seq2seq", columns=columns, max_length=32, **task)
 
 
 def _split(rows):
@@ -94,7 +83,7 @@ def test_labels_end_in_eos_and_pad_with_minus_100(tokenizer):
     split = _split(
         [("a man walks a dog .", "ein mann geht mit einem hund . " * 5), ("two women talk .", "ein hund")]
     )
-    feats = Seq2Seq().preprocess(split, tokenizer, _cfg(), None, train=True)
+    feats = Seq2Seq().preprocess(split, tokenizer, _settings(), None, train=True)
     eos = tokenizer.eos_token_id
     long, short = feats[0]["labels"], feats[1]["labels"]
     assert long[-1] == eos and len(long) == 8  # truncated to max_target_length, EOS kept
@@ -135,13 +124,11 @@ def test_missing_field_of_dict_column_names_the_fields():
     from hfx.errors import HfxError
     from hfx.tasks.seq2seq import Seq2Seq
 
-    cfg = _cfg()
-    cfg.dataset.target_column = "translation.fr"
     raw = {"train": _split([("a", "b")]), "eval": _split([("a", "b")])}
     with pytest.raises(
-        HfxError, match=r"dataset.target_column: column 'translation' .* no field 'fr'; fields: en, de"
+        HfxError, match=r"dataset.columns.target: column 'translation' .* no field 'fr'; fields: en, de"
     ):
-        Seq2Seq().validate_data(raw, cfg)
+        Seq2Seq().validate_data(raw, _settings(target="translation.fr"))
 
 
 def test_empty_target_is_an_error():
@@ -149,8 +136,8 @@ def test_empty_target_is_an_error():
     from hfx.tasks.seq2seq import Seq2Seq
 
     raw = {"train": _split([("a", "b"), ("c", "  ")]), "eval": _split([("a", "b")])}
-    with pytest.raises(HfxError, match=r"dataset.target_column: row 1 of the train data has an empty target"):
-        Seq2Seq().validate_data(raw, _cfg())
+    with pytest.raises(HfxError, match=r"dataset.columns.target: row 1 of the train data has an empty target"):
+        Seq2Seq().validate_data(raw, _settings())
 
 
 def test_unknown_metric_is_an_error():
@@ -159,7 +146,22 @@ def test_unknown_metric_is_an_error():
 
     raw = {"train": _split([("a", "b")]), "eval": _split([("a", "b")])}
     with pytest.raises(HfxError, match=r"task.metric 'blue'.*did you mean 'bleu'"):
-        Seq2Seq().validate_data(raw, _cfg(metric="blue"))
+        Seq2Seq().validate_data(raw, _settings(metric="blue"))
+
+
+def test_only_encoder_decoder_records_are_accepted():
+    from hfx.architectures import ARCHITECTURES
+    from hfx.errors import HfxError
+    from hfx.tasks.seq2seq import Seq2Seq
+
+    for model_type, shape in (("bert", "encoder-only"), ("gpt2", "decoder-only")):
+        with pytest.raises(HfxError) as err:
+            Seq2Seq().check_architecture(ARCHITECTURES.get(model_type))
+        assert str(err.value) == (
+            f"model: task seq2seq needs an encoder-decoder model (bart, t5); model type {model_type} is {shape}"
+        )
+    for model_type in ("bart", "t5"):
+        Seq2Seq().check_architecture(ARCHITECTURES.get(model_type))
 
 
 def test_missing_column_cli(tmp_path: Path, cache: Path):
@@ -171,12 +173,12 @@ def test_missing_column_cli(tmp_path: Path, cache: Path):
         *TINY_BART,
         *DIALOGSUM,
         f"dataset.data_dir={data}",
-        "dataset.source_column=text",
+        "dataset.columns.source=text",
         cache=cache,
     )
     assert r.returncode != 0
     err = r.stderr.strip().splitlines()[-1]
-    assert err.startswith("error: dataset.source_column: column 'text' is not in the")
+    assert err.startswith("error: dataset.columns.source: column 'text' is not in the")
     assert "columns: dialogue, summary, topic" in err
 
 

@@ -10,12 +10,13 @@ from omegaconf import OmegaConf
 from hfx.errors import HfxError
 from hfx.tasks import TASKS
 from tests.conftest import TINY, run_hfx, shared, train_ok
+from tests.tasks.conftest import settings_for
 
 TASK = TASKS.get("sequence_classification")
 
 
-def _cfg(**dataset):
-    return OmegaConf.create({"dataset": {"label_column": "label", "label_names": None, **dataset}})
+def _settings(label_names=None):
+    return settings_for("sequence_classification", label_names=label_names)
 
 
 def _raw(train_labels, eval_labels):
@@ -26,17 +27,17 @@ def _raw(train_labels, eval_labels):
 
 
 def test_string_labels_get_a_stable_sorted_order() -> None:
-    assert TASK.label_names(_raw(["pos", "neg", "neutral", "pos"], ["neg"]), _cfg()) == ["neg", "neutral", "pos"]
+    assert TASK.label_names(_raw(["pos", "neg", "neutral", "pos"], ["neg"]), _settings()) == ["neg", "neutral", "pos"]
 
 
 def test_integer_labels_keep_their_ids_and_take_names() -> None:
-    assert TASK.label_names(_raw([1, 0, 1], [0]), _cfg()) == ["0", "1"]
-    assert TASK.label_names(_raw([1, 0], [1]), _cfg(label_names=["negative", "positive"])) == ["negative", "positive"]
+    assert TASK.label_names(_raw([1, 0, 1], [0]), _settings()) == ["0", "1"]
+    assert TASK.label_names(_raw([1, 0], [1]), _settings(label_names=["negative", "positive"])) == ["negative", "positive"]
 
 
 def test_eval_labels_unseen_in_training_fail() -> None:
     with pytest.raises(HfxError, match="never seen in training: neutral"):
-        TASK.label_names(_raw(["pos", "neg"], ["neutral"]), _cfg())
+        TASK.label_names(_raw(["pos", "neg"], ["neutral"]), _settings())
 
 
 @pytest.mark.slow

@@ -14,7 +14,7 @@ from hfx.labels import IGNORE_INDEX
 from hfx.tasks import TASKS
 from hfx.tasks.sft import sft_example
 from tests.conftest import predict_ok, shared, train_ok
-from tests.tasks.conftest import TINY_LM, cfg_for, check_lm_run
+from tests.tasks.conftest import TINY_LM, check_lm_run, settings_for
 
 
 def test_response_only_loss_mask_with_and_without_input(tok):
@@ -66,13 +66,13 @@ def test_use_chat_template_choices(tok):
     own = copy.deepcopy(tok)
     own.chat_template = "{% for m in messages %}<{{ m['role'] }}>{{ m['content'] }}{% endfor %}"
     alpaca = chat_template_from(ALPACA, ALPACA_NO_INPUT)
-    assert prompt_chat_template(tok, cfg_for("sft").task) == alpaca
-    assert prompt_chat_template(own, cfg_for("sft").task) == own.chat_template
-    assert prompt_chat_template(own, cfg_for("sft", use_chat_template="false").task) == alpaca
+    assert prompt_chat_template(tok, settings_for("sft").task) == alpaca
+    assert prompt_chat_template(own, settings_for("sft").task) == own.chat_template
+    assert prompt_chat_template(own, settings_for("sft", use_chat_template="false").task) == alpaca
     with pytest.raises(
         HfxError, match="task.use_chat_template: true, but the tokenizer has no chat template"
     ):
-        prompt_chat_template(tok, cfg_for("sft", use_chat_template="true").task)
+        prompt_chat_template(tok, settings_for("sft", use_chat_template="true").task)
     ex = sft_example(own, own.chat_template, "Sum", "1 2", "Eat well.", 512)
     n_prompt = ex["labels"].count(IGNORE_INDEX)
     assert own.decode(ex["input_ids"][:n_prompt]) == "<user>Sum\n\n1 2"
@@ -102,12 +102,12 @@ def test_empty_instruction_names_the_row():
     rows = {"instruction": ["Do it", "  ", "x"], "input": ["", "", ""], "output": ["a", "b", "c"]}
     raw = datasets.DatasetDict(train=datasets.Dataset.from_dict(rows), eval=datasets.Dataset.from_dict(rows))
     with pytest.raises(
-        HfxError, match=r"dataset.instruction_column: row 1 of the train data has an empty 'instruction'"
+        HfxError, match=r"dataset.columns.instruction: row 1 of the train data has an empty 'instruction'"
     ):
-        TASKS.get("sft").validate_data(raw, cfg_for("sft"))
+        TASKS.get("sft").validate_data(raw, settings_for("sft"))
     no_output = datasets.Dataset.from_dict({"instruction": ["x"], "response": ["y"]})
-    with pytest.raises(HfxError, match=r"dataset.output_column: column 'output' is not in the train data"):
-        TASKS.get("sft").validate_data(datasets.DatasetDict(train=no_output, eval=no_output), cfg_for("sft"))
+    with pytest.raises(HfxError, match=r"dataset.columns.output: column 'output' is not in the train data"):
+        TASKS.get("sft").validate_data(datasets.DatasetDict(train=no_output, eval=no_output), settings_for("sft"))
 
 
 # ------------------------------------------------------------------------------------------------ end to end
