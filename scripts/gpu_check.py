@@ -1,8 +1,8 @@
 """GPU check for maintainers (needs a CUDA GPU; about 3 minutes on one H100/H200): `hfx train` of a ~100M-parameter
-Llama built from a config (no hub access) on the bundled demo text, bf16, fixed steps; prints tokens/s, peak GPU
+Llama built from a config (no hub access) on the bundled demo text, bf16, 300 steps; prints tokens/s, peak GPU
 memory and MFU (model FLOPs utilisation: 6 x parameters x tokens/s over the GPU's dense bf16 peak).
 
-usage: python scripts/gpu_check.py [--steps 60] [--batch 16] [--block 512] [--compile] [--out gpu_check_runs]"""
+usage: python scripts/gpu_check.py [--steps 300] [--batch 32] [--block 512] [--compile] [--out gpu_check_runs]"""
 
 from __future__ import annotations
 
@@ -32,11 +32,12 @@ def peak_tflops(name: str) -> float | None:
 
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("--steps", type=int, default=60)
-    p.add_argument("--batch", type=int, default=16)
+    p.add_argument("--steps", type=int, default=300)
+    p.add_argument("--batch", type=int, default=32)
     p.add_argument("--block", type=int, default=512)
     p.add_argument("--compile", action="store_true", help="trainer.torch_compile=true")
     p.add_argument("--out", type=Path, default=ROOT / "gpu_check_runs")
+    p.add_argument("overrides", nargs="*", help="more hfx overrides, e.g. trainer.dataloader_num_workers=4")
     a = p.parse_args()
 
     import torch
@@ -47,13 +48,21 @@ def main() -> None:
     print(f"gpu_check: {torch.cuda.device_count()} x {name}, torch {torch.__version__}", flush=True)
 
     run_dir = a.out / time.strftime("%Y%m%d-%H%M%S")
+    # The bundled reviews repeated, so that an epoch holds many steps (about 1,300 blocks of 512 tokens).
+    from hfx.paths import resource
+
+    train_file = a.out / "demo_train_x20.csv"
+    a.out.mkdir(parents=True, exist_ok=True)
+    header, *rows = resource("demo_sentiment", "train.csv").read_text().splitlines()
+    train_file.write_text("\n".join([header, *(rows * 20)]) + "\n")
     cmd = [sys.executable, "-m", "hfx", "train", "task=causal_lm", "dataset=demo_sentiment", "peft=none",
+           f"dataset.data_files.train={train_file}",
            *MODEL_100M, f"task.block_size={a.block}", f"tokenizer.max_length={a.block}",
            "task.rows=documents", "task.num_samples=2", f"trainer.max_steps={a.steps}",
            f"trainer.per_device_train_batch_size={a.batch}", "trainer.per_device_eval_batch_size=32",
            "trainer.learning_rate=3e-4", "trainer.warmup_steps=0.1", "trainer.bf16=true",
            "trainer.logging_steps=10", f"trainer.torch_compile={str(a.compile).lower()}",
-           "experiment_name=gpu_check", f"hydra.run.dir={run_dir}", f"cache_dir={a.out / 'cache'}"]
+           "experiment_name=gpu_check", f"hydra.run.dir={run_dir}", f"cache_dir={a.out / 'cache'}", *a.overrides]
     start = time.time()
     r = subprocess.run(cmd, cwd=ROOT, env={**os.environ, "HF_HUB_OFFLINE": "1"})
     if r.returncode != 0:
@@ -65,7 +74,7 @@ def main() -> None:
     peak = peak_tflops(name)
     result = {
         "device": name, "parameters_m": round(params / 1e6, 1), "steps": a.steps, "batch": a.batch,
-        "block": a.block, "compile": a.compile, "tokens_per_s": round(tokens_s), "model_tflops": round(tflops, 1),
+        "block": a.block, "compile": a.compile, "overrides": a.overrides, "tokens_per_s": round(tokens_s), "model_tflops": round(tflops, 1),
         "mfu": round(tflops / peak, 3) if peak else None, "peak_memory_gib": m.get("peak_memory_gib"),
         "train_runtime_s": m["train_runtime"], "wall_s": round(time.time() - start, 1),
         "eval_perplexity": m.get("eval_perplexity"),

@@ -66,7 +66,8 @@ def train(cfg: DictConfig, run_path: Path) -> dict[str, Any]:
     trainer.log(evaluation.metrics)
 
     metrics = {**evaluation.metrics, **{k: v for k, v in result.metrics.items() if k != "total_flos"}}
-    metrics.update(world_size=trainer.args.world_size, setup_s=round(setup_s, 2))
+    metrics.update(world_size=trainer.args.world_size, setup_s=round(setup_s, 2), **parameter_counts(run.model),
+                   **peak_memory())
     if main:
         run_dir.write_json("metrics.json", metrics)
         run_dir.write_jsonl("predictions.jsonl", evaluation.predictions)
@@ -84,6 +85,21 @@ def objective(cfg: DictConfig, metrics: dict[str, Any]) -> float | None:
     if name and not name.startswith("eval_"):
         name = f"eval_{name}"
     return metrics.get(name) if name else None
+
+
+def parameter_counts(model: Any) -> dict[str, int]:
+    total = sum(p.numel() for p in model.parameters())
+    trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
+    return {"parameters_total": total, "parameters_trainable": trainable}
+
+
+def peak_memory() -> dict[str, float]:
+    """Peak GPU memory of this process (CUDA only)."""
+    import torch
+
+    if not torch.cuda.is_available():
+        return {}
+    return {"peak_memory_gib": round(torch.cuda.max_memory_allocated() / 2**30, 2)}
 
 
 def process_start() -> float:
