@@ -45,6 +45,16 @@ def test_help_and_cfg_job_do_not_import_heavy_libraries(cache) -> None:
     assert "HEAVY=\n" in r.stdout or r.stdout.rstrip().endswith("HEAVY="), r.stdout[-300:]
 
 
+def test_train_help_lists_the_groups_a_user_picks(cache) -> None:
+    r = run_hfx("train", "--help", cache=cache)
+    assert r.returncode == 0, r.stderr
+    for group, option in (("task", "sft"), ("model", "tiny_llama"), ("peft", "lora"), ("logger", "wandb"),
+                          ("dataset", "sst2")):
+        assert f"  {group} [" in r.stdout and f"    {option} " in r.stdout
+    assert "schema/" not in r.stdout  # the per-entry schemas are Hydra plumbing, not choices
+    assert "sst2_minilm_lora" in r.stdout  # experiments too
+
+
 def test_cfg_job_shows_cli_overrides(cache) -> None:
     r = run_hfx("train", "trainer.learning_rate=0.00123", "peft.r=4", "--cfg", "job", cache=cache)
     assert r.returncode == 0, r.stderr

@@ -55,9 +55,9 @@ def predict(cfg: DictConfig, out_path: Path) -> list[dict[str, Any]]:
     rows = []
     for start in range(0, len(inputs), cfg.batch_size):
         batch = inputs[start : start + cfg.batch_size]
-        outputs = pipe(batch, batch_size=len(batch), **kwargs) if len(batch) > 1 else [pipe(batch[0], **kwargs)]
+        outputs = pipe(batch, batch_size=len(batch), **kwargs)
         for record, output in zip(records[start : start + len(batch)], outputs, strict=True):
-            rows.append({"input": record, "prediction": _jsonable(output)})
+            rows.append({"input": record, "prediction": _jsonable(run.task.pipeline_output(output))})
             print(json.dumps(rows[-1], ensure_ascii=False), flush=True)
 
     if cfg.input_file is not None:

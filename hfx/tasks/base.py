@@ -116,6 +116,10 @@ class Task:
         """Keyword arguments for the pipeline call in `hfx predict` (the user's `pipeline.*` wins)."""
         return {}
 
+    def pipeline_output(self, output: Any) -> Any:
+        """One record's pipeline output from a batched call, in the shape a call on that record alone gives."""
+        return output
+
     def pipeline_inputs(self, record: dict[str, Any]) -> Any:
         """One record of an input file -> the pipeline's input."""
         return record["text"] if "text" in record else next(iter(record.values()))

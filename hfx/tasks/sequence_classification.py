@@ -128,6 +128,10 @@ class SequenceClassification(Task):
             rows.append(row)
         return Evaluation(metrics=dict(out.metrics), predictions=rows)
 
+    def pipeline_output(self, output: Any) -> Any:
+        # text-classification wraps a lone string's result in a list, but not each result of a batch.
+        return output if isinstance(output, list) else [output]
+
     def pipeline_inputs(self, record: dict[str, Any]) -> Any:
         if "text_pair" in record:
             return {"text": record["text"], "text_pair": record["text_pair"]}

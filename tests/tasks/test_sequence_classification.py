@@ -95,6 +95,19 @@ def test_minilm_lora_trains_head_and_pooler_and_serves_the_same_predictions(cach
     assert served == [r["prediction"] for r in rows]
     assert json.loads((run / "model" / "config.json").read_text())["id2label"] == {"0": "negative", "1": "positive"}
 
+    # hfx predict batches an input file (padding inside a batch changes no prediction) ...
+    texts = tmp_path / "texts.jsonl"
+    texts.write_text("".join(json.dumps({"text": r["input"]}) + "\n" for r in rows))
+    r = run_hfx("predict", f"run={run}", f"input_file={texts}", "batch_size=5", cache=cache)
+    assert r.returncode == 0, r.stderr[-2000:]
+    printed = [json.loads(line) for line in r.stdout.splitlines() if line.startswith("{")]
+    assert [p["prediction"][0]["label"] for p in printed] == [r["prediction"] for r in rows]
+    # ... and takes free text as typed: commas, quotes, `=` and `${` stay in the input.
+    text = "it's great, isn't it? a=b ${oc.env:HOME}"
+    r = run_hfx("predict", f"run={run}", f"input={text}", cache=cache)
+    assert r.returncode == 0, r.stderr[-2000:]
+    assert json.loads(r.stdout.strip().splitlines()[-1])["input"] == {"text": text}
+
 
 @pytest.mark.slow
 def test_same_seed_same_result_different_seed_differs(cache, tmp_path) -> None:
