@@ -54,9 +54,12 @@ def load_config(mcfg: DictConfig, tokenizer: Any, extra: dict[str, Any]) -> Any:
     return config
 
 
-def build_model(mcfg: DictConfig, auto_class: Any, config: Any) -> BuiltModel:
+def build_model(mcfg: DictConfig, auto_class: Any, config: Any, attn_implementation: str | None = None) -> BuiltModel:
+    attention = {"attn_implementation": attn_implementation} if attn_implementation else {}
+    if attn_implementation:
+        log.info("attention implementation: %s", attn_implementation)
     if not mcfg.name_or_path:
-        model = auto_class.from_config(config)
+        model = auto_class.from_config(config, **attention)
         log.info("built %s from scratch: %.2fM parameters", type(model).__name__, _count(model) / 1e6)
         return BuiltModel(model, fresh_modules=[])
     try:
@@ -69,7 +72,11 @@ def build_model(mcfg: DictConfig, auto_class: Any, config: Any) -> BuiltModel:
                 trust_remote_code=mcfg.trust_remote_code,
                 use_safetensors=True,
                 output_loading_info=True,
+                **attention,
             )
+    except ValueError as e:
+        key = "model.attn_implementation" if attention and "attn" in str(e).lower() else "model.name_or_path"
+        raise HfxError(f"{key}: cannot load '{mcfg.name_or_path}' ({str(e).splitlines()[0]})") from e
     except OSError as e:
         raise HfxError(
             f"model.name_or_path: cannot load safetensors weights from '{mcfg.name_or_path}' ({str(e).splitlines()[0]})"

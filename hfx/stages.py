@@ -59,6 +59,7 @@ def prepare(cfg: DictConfig) -> Prepared:
 
     from hfx.adapters import apply_peft
     from hfx.model import build_model, load_config
+    from hfx.trainer import attention_implementation
 
     set_seed(cfg.trainer.seed)
     data = prepare_data(cfg)
@@ -67,7 +68,7 @@ def prepare(cfg: DictConfig) -> Prepared:
     task.check_model(model_config, data.settings)
     # The Trainer seeds only when it is created, after new heads exist: seed here so runs repeat.
     set_seed(cfg.trainer.seed)
-    built = build_model(cfg.model, task.auto_model_class(), model_config)
+    built = build_model(cfg.model, task.auto_model_class(), model_config, attention_implementation(cfg))
     model = apply_peft(built.model, cfg.peft, built.fresh_modules, task.peft_task_type, task.head_modules)
     return Prepared(task, data.raw, data.tokenizer, data.labels, data.features, data.settings, model)
 

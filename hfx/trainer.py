@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import functools
 import logging
+import os
 from pathlib import Path
 from typing import Any
 
@@ -14,7 +15,7 @@ from hfx.errors import HfxError
 log = logging.getLogger("hfx")
 
 # Keys of `trainer.*` that hfx resolves itself rather than passing straight through.
-_HANDLED = {"extra", "bf16", "average_tokens_across_devices", "resume_from_checkpoint"}
+_HANDLED = {"extra", "bf16", "average_tokens_across_devices", "resume_from_checkpoint", "dataloader_num_workers"}
 
 
 @functools.cache
@@ -31,24 +32,58 @@ def bf16_is_fast() -> bool:
     return " amx_bf16" in flags or " avx512_bf16" in flags
 
 
+def on_cpu(tcfg: DictConfig) -> bool:
+    import torch
+
+    return bool(tcfg.use_cpu) or not torch.cuda.is_available()
+
+
+def use_bf16(tcfg: DictConfig) -> bool:
+    """trainer.bf16, with null resolved: on where the hardware runs it fast."""
+    if tcfg.fp16 and on_cpu(tcfg):
+        raise HfxError("trainer.fp16: fp16 training needs a CUDA GPU and none is in use; on a CPU use "
+                       "trainer.bf16=true (fast on CPUs with AMX or avx512_bf16) or neither")
+    if tcfg.bf16 is None:
+        return bf16_is_fast() and not tcfg.fp16
+    return bool(tcfg.bf16)
+
+
+def attention_implementation(cfg: DictConfig) -> str | None:
+    """model.attn_implementation, with null resolved. bf16 training on a CPU gets `eager`: measured on an
+    avx512_bf16 CPU, torch 2.13, it ran 15-24% faster than `sdpa` (MiniLM at 30/128/256 tokens, Llama and BART
+    at 128), while in fp32 `sdpa` was as fast or faster. Elsewhere transformers' default (sdpa)."""
+    if cfg.model.attn_implementation is not None:
+        return cfg.model.attn_implementation
+    return "eager" if use_bf16(cfg.trainer) and on_cpu(cfg.trainer) else None
+
+
+def data_workers(tcfg: DictConfig) -> dict[str, Any]:
+    """trainer.dataloader_num_workers, with null resolved (see the schema)."""
+    if tcfg.dataloader_num_workers is not None:
+        return {"dataloader_num_workers": tcfg.dataloader_num_workers}
+    if on_cpu(tcfg):
+        return {"dataloader_num_workers": 0}
+    workers = min(4, max(1, (os.cpu_count() or 2) // 2))
+    return {"dataloader_num_workers": workers, "dataloader_persistent_workers": True}
+
+
 def training_arguments(cfg: DictConfig, task_args: dict[str, Any], output_dir: Path, report_to: list[str],
                        seq2seq: bool = False) -> Any:
-    import torch
     from transformers import Seq2SeqTrainingArguments, TrainingArguments
 
     tcfg = OmegaConf.to_container(cfg.trainer, resolve=True)
     kwargs = {k: v for k, v in tcfg.items() if k not in _HANDLED}
     kwargs.update(tcfg["extra"])
-    bf16 = tcfg["bf16"] if tcfg["bf16"] is not None else bf16_is_fast()
     average = tcfg["average_tokens_across_devices"]
     merged = {
         **task_args,
+        **data_workers(cfg.trainer),
         **kwargs,
-        "bf16": bf16,
+        "bf16": use_bf16(cfg.trainer),
         "output_dir": str(output_dir),
         "report_to": report_to or "none",
         "run_name": f"{cfg.experiment_name}-{output_dir.parent.name}",
-        "use_cpu": kwargs.get("use_cpu", False) or not torch.cuda.is_available(),
+        "use_cpu": on_cpu(cfg.trainer),
     }
     if average is not None:
         merged["average_tokens_across_devices"] = average

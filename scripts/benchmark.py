@@ -36,9 +36,10 @@ def seed_recipe(data: Path, out: Path, steps: int, flags: list[str]) -> dict:
             "first_step_s": res["setup_s"], "wall_s": wall}
 
 
-def hfx(data: Path, out: Path, steps: int) -> dict:
+def hfx(data: Path, out: Path, steps: int, bf16: bool) -> dict:
     wall, _ = run([sys.executable, "-m", "hfx", "train", "experiment=sst2_minilm_lora", f"dataset.data_dir={data}",
-                   f"trainer.max_steps={steps}", f"hydra.run.dir={out}", f"cache_dir={out / 'cache'}"], ROOT)
+                   f"trainer.max_steps={steps}", f"trainer.bf16={str(bf16).lower()}", f"hydra.run.dir={out}",
+                   f"cache_dir={out / 'cache'}"], ROOT)
     m = json.loads((out / "metrics.json").read_text())
     return {"samples_per_s": m["train_samples_per_second"], "accuracy": m["eval_accuracy"],
             "first_step_s": m["setup_s"], "wall_s": wall}
@@ -49,8 +50,14 @@ def main() -> None:
     p.add_argument("--data", type=Path, default=ROOT.parent / "shared" / "data" / "sst2")
     p.add_argument("--max-steps", type=int, default=100)
     p.add_argument("--out", type=Path, default=ROOT / ".bench")
-    p.add_argument("--bf16", action="store_true", help="give the tuned baseline --bf16 (fast only with AMX)")
+    p.add_argument("--bf16", action=argparse.BooleanOptionalAction, default=None,
+                   help="give the tuned baseline --bf16; default: when hfx turns bf16 on by itself (CUDA with bf16, "
+                        "a CPU with AMX or avx512_bf16), so both run the same precision")
     a = p.parse_args()
+    if a.bf16 is None:
+        from hfx.trainer import bf16_is_fast
+
+        a.bf16 = bf16_is_fast()
     a.out.mkdir(parents=True, exist_ok=True)
     stamp = time.strftime("%Y%m%d-%H%M%S")
     tuned = ["--dynamic", "--group"] + (["--bf16"] if a.bf16 else [])
@@ -58,12 +65,12 @@ def main() -> None:
         "tutorial (pad to 128)": seed_recipe(a.data, a.out / f"tutorial-{stamp}", a.max_steps, []),
         "tuned (" + " ".join(tuned) + ")": seed_recipe(a.data, a.out / f"tuned-{stamp}", a.max_steps, tuned),
         # hfx runs twice: the first fills the tokenized-data cache, the second shows a repeat run.
-        "hfx (first run)": hfx(a.data, a.out / f"hfx-{stamp}", a.max_steps),
-        "hfx (cached data)": hfx(a.data, a.out / f"hfx2-{stamp}", a.max_steps),
+        "hfx (first run)": hfx(a.data, a.out / f"hfx-{stamp}", a.max_steps, a.bf16),
+        "hfx (cached data)": hfx(a.data, a.out / f"hfx2-{stamp}", a.max_steps, a.bf16),
     }
     base = results["tutorial (pad to 128)"]
     tuned_res = next(v for k, v in results.items() if k.startswith("tuned"))
-    print(f"{a.max_steps} steps, batch 32, MiniLM-L6 + LoRA r=8, data {a.data}")
+    print(f"{a.max_steps} steps, batch 32, MiniLM-L6 + LoRA r=8, {'bf16' if a.bf16 else 'fp32'}, data {a.data}")
     print(f"{'recipe':<28} {'samples/s':>10} {'x tutorial':>11} {'x tuned':>8} {'val acc':>8} {'1st step s':>11}")
     for name, r in results.items():
         print(f"{name:<28} {r['samples_per_s']:>10.1f} {r['samples_per_s'] / base['samples_per_s']:>11.2f} "

@@ -87,6 +87,10 @@ def check_composed(cfg: Any) -> None:
         task.check_architecture(ARCHITECTURES.get(cfg.model.architecture))
     if cfg.dataset.path in FILE_BUILDERS or cfg.dataset.data_dir:
         local_data_files(cfg.dataset)
+    if cfg.trainer.fp16 or cfg.trainer.bf16:
+        from hfx.trainer import use_bf16  # imports torch: only when a precision is asked for
+
+        use_bf16(cfg.trainer)
 
 
 def validate(config_name: str, args: list[str], check: Any = None, sweep: bool = False) -> Any:

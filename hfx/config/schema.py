@@ -20,6 +20,9 @@ class ModelConfig:
     config: dict[str, Any] = field(default_factory=dict)
     revision: str | None = None
     trust_remote_code: bool = False
+    # Attention kernel (transformers' attn_implementation: sdpa, eager, flash_attention_2 where installed).
+    # null = auto: eager for bf16 training on a CPU (measured faster there), otherwise transformers' default.
+    attn_implementation: str | None = None
 
 
 @dataclass
@@ -111,7 +114,9 @@ class TrainerConfig:
     train_sampling_strategy: str = "group_by_length"
     # Recompute activations in the backward pass to save memory (transformers 5's name for gradient checkpointing).
     activation_checkpointing: bool = False
-    dataloader_num_workers: int = 0
+    # null = auto: 0 on a CPU (workers would take the cores the model trains on); on a GPU, up to 4 persistent
+    # workers (measured on one H200: 0.79x a plain training loop's tokens/s with 4 workers vs 0.67x without).
+    dataloader_num_workers: int | None = None
     dataloader_drop_last: bool = False
     eval_accumulation_steps: int | None = None
     torch_compile: bool = False

@@ -81,7 +81,9 @@ def test_train_tiny_bert_on_sst2_then_predict_and_evaluate(cache, tmp_path) -> N
 @pytest.mark.slow
 def test_minilm_lora_trains_head_and_pooler_and_serves_the_same_predictions(cache, tmp_path) -> None:
     run = tmp_path / "run"
-    train_ok(run, "dataset.max_train_samples=96", "dataset.max_eval_samples=16", "trainer.max_steps=3", cache=cache)
+    # fp32: after 3 steps many logits are near a tie, and bf16 evaluation vs fp32 serving could flip them.
+    train_ok(run, "dataset.max_train_samples=96", "dataset.max_eval_samples=16", "trainer.max_steps=3",
+             "trainer.bf16=false", cache=cache)
     log = (run / "train.log").read_text()
     lora_line = next(line for line in log.splitlines() if "LoRA r=" in line)
     trained = lora_line.split("trained in full: ")[1].split(";")[0].split(",")
