@@ -44,3 +44,9 @@ def main(argv: list[str] | None = None) -> None:
         exit_with(str(e))
     except KeyboardInterrupt:
         exit_with("interrupted")
+    except Exception as e:  # outside a job (composition, validation): the same one-line policy
+        if full_error():
+            raise
+        from hfx.commands.job import library_error
+
+        exit_with(library_error(e))

@@ -70,16 +70,30 @@ def local_data_files(dcfg: DictConfig) -> tuple[str, dict[str, list[str]]]:
         out[split] = files
     if dcfg.path in FILE_BUILDERS and not out:
         raise HfxError(f"dataset.data_files: builder '{dcfg.path}' reads local files; give at least a train file")
-    return (dcfg.path if out else ""), out
+    if not out:
+        return "", out
+    if dcfg.path in FILE_BUILDERS:
+        return dcfg.path, out
+    # Local files named on top of a hub dataset option: the builder follows the files' extension.
+    return builder_for([f for fs in out.values() for f in fs], "dataset.data_files"), out
+
+
+def builder_for(files: list[str], key: str) -> str:
+    found = {b for f in files for b in FILE_BUILDERS if f.endswith(FILE_BUILDERS.get(b))}
+    if len(found) != 1:
+        exts = ", ".join(e for b in FILE_BUILDERS for e in FILE_BUILDERS.get(b))
+        raise HfxError(f"{key}: cannot tell how to read {', '.join(files)} (one kind of file, by extension: {exts})")
+    return found.pop()
 
 
 def load_splits(dcfg: DictConfig, seed: int, eval_only: bool = False) -> Any:
     """DatasetDict with `train` and `eval` splits (only `eval` with eval_only), carved and capped as the config says."""
     import datasets
 
-    datasets.logging.set_verbosity_error()
+    # datasets logs a parser's failure itself before raising; hfx reports it (root_cause) in its one line.
+    datasets.logging.set_verbosity(datasets.logging.CRITICAL)
     builder, data_files = local_data_files(dcfg)
-    if data_files and dcfg.train_split not in data_files:
+    if data_files and dcfg.train_split not in data_files and not eval_only:
         raise HfxError(f"dataset: no '{dcfg.train_split}' file among the splits {', '.join(data_files)}")
     try:
         if data_files:
@@ -89,7 +103,10 @@ def load_splits(dcfg: DictConfig, seed: int, eval_only: bool = False) -> Any:
     except FileNotFoundError as e:
         raise HfxError(f"dataset.path: cannot load '{dcfg.path}' ({str(e).splitlines()[0]})") from e
     except (ValueError, datasets.exceptions.DatasetGenerationError) as e:
-        raise HfxError(f"dataset '{dcfg.path}': cannot read it ({str(e).splitlines()[0]})") from e
+        files = ", ".join(dict.fromkeys(f for fs in data_files.values() for f in fs)) if data_files else dcfg.path
+        raise HfxError(f"dataset: cannot read {files} ({root_cause(e)})") from e
+    if eval_only and dcfg.eval_split in loaded:  # evaluating a finished run on a file or split of its own
+        return datasets.DatasetDict(eval=_nonempty(_cap(loaded[dcfg.eval_split], dcfg.max_eval_samples), "eval"))
     if dcfg.train_split not in loaded:
         raise one_of("dataset split (dataset.train_split)", dcfg.train_split, loaded.keys())
     train = loaded[dcfg.train_split]
@@ -105,20 +122,29 @@ def load_splits(dcfg: DictConfig, seed: int, eval_only: bool = False) -> Any:
             f"dataset: no '{dcfg.eval_split}' split (have {', '.join(loaded)}); "
             "set dataset.eval_split or dataset.validation_split (a fraction of train)"
         )
-    evaluation = _cap(evaluation, dcfg.max_eval_samples, "dataset.max_eval_samples")
+    evaluation = _nonempty(_cap(evaluation, dcfg.max_eval_samples), "eval")
     if eval_only:
-        if len(evaluation) == 0:
-            raise HfxError("dataset: the evaluation split is empty (check dataset.max_eval_samples and the file)")
         return datasets.DatasetDict(eval=evaluation)
-    train = _cap(train, dcfg.max_train_samples, "dataset.max_train_samples")
-    if len(train) == 0:
-        raise HfxError("dataset: the training split is empty (check dataset.max_train_samples and the train file)")
-    if len(evaluation) == 0:
-        raise HfxError("dataset: the evaluation split is empty (check dataset.max_eval_samples and the eval file)")
+    train = _nonempty(_cap(train, dcfg.max_train_samples), "train")
     return datasets.DatasetDict(train=train, eval=evaluation)
 
 
-def _cap(split: Any, n: int | None, key: str) -> Any:
+def _nonempty(split: Any, which: str) -> Any:
+    if len(split) == 0:
+        name = "training" if which == "train" else "evaluation"
+        raise HfxError(f"dataset: the {name} split is empty (check dataset.max_{which}_samples and the {which} file)")
+    return split
+
+
+def root_cause(e: BaseException) -> str:
+    """The first line of the innermost cause: datasets wraps a parser's error in a generic 'An error occurred'."""
+    while e.__cause__ is not None or (e.__context__ is not None and not e.__suppress_context__):
+        e = e.__cause__ or e.__context__
+    text = str(e).strip().splitlines()[0] if str(e).strip() else ""
+    return f"{type(e).__name__}: {text}" if text else type(e).__name__
+
+
+def _cap(split: Any, n: int | None) -> Any:
     if n is None or n < 0:
         return split
     return split.select(range(min(n, len(split))))

@@ -49,4 +49,6 @@ def shared_run_dir(args: list[str], pattern: str = "runs/${experiment_name}/%Y-%
         return args
     import datetime
 
-    return [*args, f"hydra.run.dir={datetime.datetime.fromtimestamp(stamp).strftime(pattern)}"]
+    # The launcher's pid stands in for run_stamp's random suffix: the same on every rank, unlike a random one.
+    when = datetime.datetime.fromtimestamp(stamp).strftime(pattern)
+    return [*args, f"hydra.run.dir={when}-{os.getppid() % 65536:04x}"]

@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import importlib
 import logging
 import os
 from collections.abc import Callable
@@ -13,6 +14,7 @@ from typing import Any
 from omegaconf import DictConfig
 
 from hfx.config.schema import EntryConfig
+from hfx.errors import HfxError
 from hfx.registry import Registry
 
 log = logging.getLogger("hfx")
@@ -24,6 +26,17 @@ class Logger:
     # (logger config, experiment name, run dir, resolved config) -> the Trainer's report_to
     setup: Callable[[DictConfig, str, Path, dict[str, Any]], list[str]]
     finish: Callable[[], None] = lambda: None
+    # The package the tracker needs (pip name), checked when the config is composed.
+    package: str | None = None
+
+    def require_package(self) -> None:
+        if self.package is None:
+            return
+        try:
+            importlib.import_module(self.package)
+        except ImportError as e:
+            raise HfxError(f"logger: this logger needs the {self.package} package ({e}); install it with "
+                           f"`pip install {self.package}`") from e
 
 
 LOGGERS: Registry[Logger] = Registry("logger")
@@ -91,5 +104,5 @@ def _finish_wandb() -> None:
 
 
 LOGGERS.add("none", Logger(NoLoggerConfig, lambda *_: []))
-LOGGERS.add("tensorboard", Logger(TensorBoardConfig, _tensorboard))
-LOGGERS.add("wandb", Logger(WandbConfig, _wandb, _finish_wandb))
+LOGGERS.add("tensorboard", Logger(TensorBoardConfig, _tensorboard, package="tensorboard"))
+LOGGERS.add("wandb", Logger(WandbConfig, _wandb, _finish_wandb, package="wandb"))

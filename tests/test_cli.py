@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import ROOT, TINY, hfx_env, run_hfx, shared
+from tests.conftest import ROOT, TINY, assert_one_line_error, hfx_env, run_hfx, shared
 
 
 def _tree_digest(path: Path) -> str:
@@ -179,3 +179,57 @@ def test_multirun_sweeps_a_grid(cache, tmp_path) -> None:
     for i in (0, 1):
         assert (tmp_path / "sweep" / str(i) / "metrics.json").is_file()
     assert "learning_rate: 0.002" in (tmp_path / "sweep" / "1" / "config.yaml").read_text()
+
+
+BAD_CSV = 'text,label\ngood film,pos\nbad "film,neg\nok,pos,extra\n'
+
+
+@pytest.mark.parametrize(("args", "needles"), [
+    (["model=tiny_bert", "tokenizer=wordpiece", "peft=none", "model.config.hidden_size=65",
+      "dataset.max_train_samples=16", "dataset.max_eval_samples=8"],
+     ["ValueError", "hidden size (65)", "HYDRA_FULL_ERROR=1"]),  # a library's own error, inside the job
+    (["tokenizer.max_length=0"], ["tokenizer.max_length", "positive"]),
+    (["trainer.per_device_train_batch_size=0"], ["trainer.per_device_train_batch_size", "positive"]),
+    (["trainer.fp16=true"], ["trainer.fp16", "CUDA"]),
+], ids=["library-error", "max-length-0", "batch-size-0", "fp16-on-cpu"])
+def test_more_bad_inputs_are_one_line(cache, tmp_path, args, needles) -> None:
+    line = _bad(cache, tmp_path, *args)
+    for needle in needles:
+        assert needle in line, line
+
+
+@pytest.mark.parametrize(("content", "needles"), [
+    (BAD_CSV.encode(), ["bad.csv", "ParserError", "Expected 2 fields in line 4"]),
+    (b"text,label\n\xff\xfe bad bytes,pos\n", ["bad.csv", "Invalid UTF8"]),
+], ids=["wrong-field-count", "not-utf8"])
+def test_unreadable_data_names_the_file_and_the_cause(cache, tmp_path, content, needles) -> None:
+    (tmp_path / "bad.csv").write_bytes(content)
+    line = _bad(cache, tmp_path, "dataset.path=csv", f"dataset.data_files.train={tmp_path / 'bad.csv'}",
+                f"dataset.data_files.validation={tmp_path / 'bad.csv'}")
+    for needle in needles:
+        assert needle in line, line
+
+
+def test_missing_logger_package_is_one_line_with_the_install_command(cache, tmp_path) -> None:
+    shadow = tmp_path / "shadow" / "wandb"
+    shadow.mkdir(parents=True)
+    (shadow / "__init__.py").write_text("raise ImportError(\"No module named 'wandb'\")\n")
+    earlier = tmp_path / "runs"
+    r = run_hfx("train", "logger=wandb", f"cache_dir={cache}", cache=cache, cwd=tmp_path,
+                env={"PYTHONPATH": str(tmp_path / "shadow")})
+    assert_one_line_error(r, "logger", "pip install wandb")
+    assert not earlier.exists()  # refused before any run directory
+
+
+@pytest.mark.slow
+def test_two_runs_started_together_get_two_directories(cache, tmp_path) -> None:
+    import subprocess
+
+    args = [sys.executable, "-m", "hfx", "train", *TINY, "dataset.max_train_samples=16",
+            "dataset.max_eval_samples=8", "trainer.max_steps=1", f"cache_dir={cache}"]
+    procs = [subprocess.Popen(args, cwd=tmp_path, env=hfx_env(cache), stdout=subprocess.DEVNULL,
+                              stderr=subprocess.PIPE, text=True) for _ in range(2)]
+    for p in procs:
+        assert p.wait(timeout=600) == 0, p.stderr.read()[-2000:]
+    runs = sorted((tmp_path / "runs" / "default").iterdir())
+    assert len(runs) == 2 and all((r / "metrics.json").is_file() for r in runs), runs

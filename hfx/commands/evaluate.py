@@ -18,8 +18,35 @@ def main(args: list[str]) -> None:
 
     # dataset.* are overrides on the run's saved dataset config (typed by its schema when merged).
     args = [f"+{a}" if a.startswith("dataset.") else a for a in args]
-    validate("evaluate", args, lambda cfg: load_run(cfg.run))
+    # The run and the dataset overrides are checked before anything is written inside the run directory.
+    validate("evaluate", args, lambda cfg: evaluation_config(load_run(cfg.run), cfg))
     run_job("evaluate", args, evaluate)
+
+
+def evaluation_config(run: Any, cfg: DictConfig) -> DictConfig:
+    """The run's saved config with the command's dataset overrides and eval batch size; local files checked."""
+    from hfx.data import FILE_BUILDERS, local_data_files
+
+    saved = run.cfg
+    overrides = OmegaConf.to_container(cfg.dataset, resolve=True)
+    files = overrides.pop("data_files", None)
+    try:
+        saved.dataset = OmegaConf.merge(saved.dataset, overrides)
+    except Exception as e:  # a misspelled or mistyped dataset.* key
+        from hfx.config.compose import explain_config_error
+
+        raise HfxError(explain_config_error(e)) from e
+    if files is not None:  # the user's files replace the run's data (a data_dir would win over them)
+        if not isinstance(files, dict):
+            raise HfxError("dataset.data_files: expected split=file pairs, e.g. dataset.data_files.validation=x.csv")
+        saved.dataset.data_dir = None
+        saved.dataset.data_files = files
+        if "validation" in files and saved.dataset.eval_split not in files:
+            saved.dataset.eval_split = "validation"
+    saved.trainer.per_device_eval_batch_size = cfg.per_device_eval_batch_size
+    if saved.dataset.path in FILE_BUILDERS or saved.dataset.data_dir or saved.dataset.data_files:
+        local_data_files(saved.dataset)
+    return saved
 
 
 def evaluate(cfg: DictConfig, out_path: Path) -> dict[str, Any]:
@@ -28,14 +55,7 @@ def evaluate(cfg: DictConfig, out_path: Path) -> dict[str, Any]:
     from hfx.trainer import build_trainer
 
     run = load_run(cfg.run)
-    saved = run.cfg
-    try:
-        saved.dataset = OmegaConf.merge(saved.dataset, cfg.dataset)
-    except Exception as e:  # a misspelled dataset.* key
-        from hfx.config.compose import explain_config_error
-
-        raise HfxError(explain_config_error(e)) from e
-    saved.trainer.per_device_eval_batch_size = cfg.per_device_eval_batch_size
+    saved = evaluation_config(run, cfg)
 
     data = prepare_data(saved, tokenizer=run.tokenizer(), labels=run.labels, eval_only=True)
     trainer = build_trainer(saved, run.task, run.model(), data.tokenizer, {"train": None, "eval": data.features["eval"]},

@@ -42,10 +42,19 @@ def _guarded(job: Job) -> Callable[[Any], Any]:
             if full_error() or HydraConfig.get().mode.name == "MULTIRUN":
                 raise  # a sweep records the failure of this job and goes on
             exit_with(message)
-        except Exception as e:
-            RunDir(run_path).mark_failed(f"{type(e).__name__}: {e}")
-            raise
+        except Exception as e:  # a library's own error: still one line, with its type and first line
+            message = library_error(e)
+            RunDir(run_path).mark_failed(message)
+            if full_error() or HydraConfig.get().mode.name == "MULTIRUN":
+                raise
+            exit_with(message)
 
     hydra_job.__name__ = getattr(job, "__name__", "job")
     hydra_job.__module__ = getattr(job, "__module__", __name__)
     return hydra_job
+
+
+def library_error(e: BaseException) -> str:
+    """One line for an unexpected exception: its type and first line, and how to see the traceback."""
+    text = str(e).strip().splitlines()[0] if str(e).strip() else ""
+    return f"{type(e).__name__}: {text} (HYDRA_FULL_ERROR=1 shows the traceback)"

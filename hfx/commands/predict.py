@@ -18,8 +18,15 @@ def main(args: list[str]) -> None:
     from hfx.config.compose import validate
 
     args = [quote_free_text(a) for a in args]
-    validate("predict", args, lambda cfg: load_run_checked(cfg.run))
+    # The run and every input record are checked before anything is written (a bad input leaves no folder).
+    validate("predict", args, check_inputs)
     run_job("predict", args, predict)
+
+
+def check_inputs(cfg: DictConfig) -> None:
+    run = load_run_checked(cfg.run)
+    for record in read_records(cfg):
+        pipeline_input(run.task, record)
 
 
 def quote_free_text(arg: str) -> str:

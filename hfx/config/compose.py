@@ -80,12 +80,18 @@ def check_composed(cfg: Any) -> None:
     task = TASKS.get(cfg.task.name)
     TOKENIZERS.get(cfg.tokenizer.kind)
     PEFT_METHODS.get(cfg.peft.name)
-    LOGGERS.get(cfg.logger.name)
+    LOGGERS.get(cfg.logger.name).require_package()
+    for key, value in (("tokenizer.max_length", cfg.tokenizer.max_length),
+                       ("trainer.per_device_train_batch_size", cfg.trainer.per_device_train_batch_size),
+                       ("trainer.per_device_eval_batch_size", cfg.trainer.per_device_eval_batch_size),
+                       ("trainer.gradient_accumulation_steps", cfg.trainer.gradient_accumulation_steps)):
+        if value < 1:
+            raise HfxError(f"{key}: expected a positive number, got {value}")
     if cfg.model.architecture and not cfg.model.name_or_path:
         if cfg.model.architecture not in buildable():
             raise one_of("model.architecture", cfg.model.architecture, buildable())
         task.check_architecture(ARCHITECTURES.get(cfg.model.architecture))
-    if cfg.dataset.path in FILE_BUILDERS or cfg.dataset.data_dir:
+    if cfg.dataset.path in FILE_BUILDERS or cfg.dataset.data_dir or cfg.dataset.data_files:
         local_data_files(cfg.dataset)
     if cfg.trainer.fp16 or cfg.trainer.bf16:
         from hfx.trainer import use_bf16  # imports torch: only when a precision is asked for

@@ -35,6 +35,16 @@ def bundled_file(rel: str) -> str:
     return str(path)
 
 
+@functools.cache
+def run_stamp() -> str:
+    """Run directory names: the start second plus 4 random hex digits, so two runs started in the same second
+    never share (and overwrite) one directory. One value per process: every composition in it agrees."""
+    import datetime
+    import secrets
+
+    return f"{datetime.datetime.now():%Y-%m-%d_%H-%M-%S}-{secrets.token_hex(2)}"
+
+
 def entry_registries() -> dict[str, Registry]:
     """Groups whose options each have a schema of their own: group -> registry of entries with `.schema`."""
     from hfx.adapters import PEFT_METHODS
@@ -60,6 +70,7 @@ def train_schema() -> DictConfig:
 def register_configs() -> None:
     OmegaConf.register_new_resolver("packaged_model", packaged_model, replace=True)
     OmegaConf.register_new_resolver("resource", bundled_file, replace=True)
+    OmegaConf.register_new_resolver("run_stamp", run_stamp, replace=True)
     cs = ConfigStore.instance()
     cs.store(name="hfx_train_schema", node=train_schema())
     cs.store(name="hfx_predict_schema", node=PredictConfig)

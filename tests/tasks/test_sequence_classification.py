@@ -9,7 +9,7 @@ from omegaconf import OmegaConf
 
 from hfx.errors import HfxError
 from hfx.tasks import TASKS
-from tests.conftest import TINY, run_hfx, shared, train_ok
+from tests.conftest import TINY, assert_one_line_error, run_hfx, shared, train_ok
 from tests.tasks.conftest import settings_for
 
 TASK = TASKS.get("sequence_classification")
@@ -67,6 +67,16 @@ def test_train_tiny_bert_on_sst2_then_predict_and_evaluate(cache, tmp_path) -> N
     out = clf(["a wonderful , moving film", "dull and tedious"])
     assert {o["label"] for o in out} <= {"negative", "positive"}
 
+    # Bad predict / evaluate inputs are refused before anything is written inside the finished run.
+    before = sorted(p.name for p in run.iterdir())
+    r = run_hfx("predict", f"run={run}", f"input_file={tmp_path / 'missing.jsonl'}", cache=cache)
+    assert_one_line_error(r, "input_file", "missing.jsonl")
+    r = run_hfx("evaluate", f"run={run}", f"dataset.data_files.validation={tmp_path / 'missing.csv'}", cache=cache)
+    assert_one_line_error(r, "dataset.data_files.validation", "missing.csv")
+    r = run_hfx("evaluate", f"run={run}", "dataset.eval_splt=test", cache=cache)
+    assert_one_line_error(r, "eval_splt", "did you mean 'eval_split'")
+    assert sorted(p.name for p in run.iterdir()) == before
+
     r = run_hfx("predict", f"run={run}", "input=a wonderful film", cache=cache)
     assert r.returncode == 0, r.stderr[-2000:]
     assert json.loads(r.stdout.strip().splitlines()[-1])["prediction"][0]["label"] in {"negative", "positive"}
@@ -76,6 +86,13 @@ def test_train_tiny_bert_on_sst2_then_predict_and_evaluate(cache, tmp_path) -> N
     (evaluated,) = list((run / "evaluate").iterdir())
     assert "eval_accuracy" in json.loads((evaluated / "metrics.json").read_text())
     assert len((evaluated / "predictions.jsonl").read_text().splitlines()) == 32
+
+    # A file of the user's replaces the run's data (the run read a data_dir, which would otherwise win).
+    r = run_hfx("evaluate", f"run={run}", f"dataset.data_files.validation={shared('sst2') / 'test.csv'}",
+                "dataset.max_eval_samples=16", cache=cache)
+    assert r.returncode == 0, r.stderr[-2000:]
+    (second,) = [p for p in (run / "evaluate").iterdir() if p != evaluated]
+    assert len((second / "predictions.jsonl").read_text().splitlines()) == 16
 
 
 @pytest.mark.slow
