@@ -110,7 +110,11 @@ def load_splits(dcfg: DictConfig, seed: int, eval_only: bool = False) -> Any:
     if dcfg.train_split not in loaded:
         raise one_of("dataset split (dataset.train_split)", dcfg.train_split, loaded.keys())
     train = loaded[dcfg.train_split]
-    if dcfg.eval_split in loaded and dcfg.validation_split is None:
+    if dcfg.eval_split in loaded and dcfg.validation_split is not None:
+        raise HfxError(f"dataset.validation_split: the data has its own '{dcfg.eval_split}' split, so carving "
+                       f"{dcfg.validation_split} of train as well is a conflict; drop one (dataset.validation_split=null "
+                       "evaluates on that split)")
+    if dcfg.eval_split in loaded:
         evaluation = loaded[dcfg.eval_split]
     elif dcfg.validation_split:
         if not 0 < dcfg.validation_split < 1:

@@ -233,3 +233,31 @@ def test_two_runs_started_together_get_two_directories(cache, tmp_path) -> None:
         assert p.wait(timeout=600) == 0, p.stderr.read()[-2000:]
     runs = sorted((tmp_path / "runs" / "default").iterdir())
     assert len(runs) == 2 and all((r / "metrics.json").is_file() for r in runs), runs
+
+
+def test_a_users_train_file_replaces_the_default_datasets_files(cache, tmp_path) -> None:
+    # The README's own example: the bundled demo option's validation file must not come along.
+    rows = "".join(f"review {i} was {'good' if i % 2 else 'bad'},{'pos' if i % 2 else 'neg'}\n" for i in range(40))
+    (tmp_path / "mine.csv").write_text("review,stars\n" + rows)
+    from hfx.config.compose import check_composed, validate
+
+    cfg = validate("train", ["dataset.path=csv", f"dataset.data_files.train={tmp_path / 'mine.csv'}",
+                             "dataset.validation_split=0.1", "dataset.columns.text=review",
+                             "dataset.columns.label=stars"], check_composed)
+    assert list(cfg.dataset.data_files) == ["train"]
+    # ... and the job itself (composed again by Hydra) trains on it, carving validation from it.
+    run = tmp_path / "run"
+    r = run_hfx("train", *TINY, f"hydra.run.dir={run}", "dataset.path=csv",
+                f"dataset.data_files.train={tmp_path / 'mine.csv'}", "dataset.validation_split=0.1",
+                "dataset.columns.text=review", "dataset.columns.label=stars", "trainer.max_steps=1",
+                f"cache_dir={cache}", cache=cache, cwd=tmp_path)
+    assert r.returncode == 0, r.stderr[-2000:]
+    saved = (run / "config.yaml").read_text()
+    assert "mine.csv" in saved and "demo_sentiment" not in saved
+
+
+def test_a_validation_file_and_a_carved_split_conflict(cache, tmp_path) -> None:
+    (tmp_path / "train.csv").write_text("text,label\n" + "good,pos\nbad,neg\n" * 10)
+    line = _bad(cache, tmp_path, f"dataset.data_files.train={tmp_path / 'train.csv'}",
+                f"dataset.data_files.validation={tmp_path / 'train.csv'}", "dataset.validation_split=0.1")
+    assert "dataset.validation_split" in line and "conflict" in line

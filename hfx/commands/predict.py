@@ -4,7 +4,6 @@
 from __future__ import annotations
 
 import json
-import re
 from pathlib import Path
 from typing import Any
 
@@ -31,12 +30,10 @@ def check_inputs(cfg: DictConfig) -> None:
 
 def quote_free_text(arg: str) -> str:
     """`input=` takes free text (commas, quotes, `=`, `${`): quoted here so Hydra's override grammar keeps it whole."""
+    from hfx.config.compose import quoted
+
     key, eq, value = arg.partition("=")
-    if key != "input" or not eq:
-        return arg
-    # Hydra reads a backslash as an escape only before a quote or at the end of a quoted value.
-    escaped = re.sub(r"(\\+)(?='|$)", lambda m: m.group(1) * 2, value).replace("'", "\\'").replace("${", "\\${")
-    return f"input='{escaped}'"
+    return f"input={quoted(value)}" if key == "input" and eq else arg
 
 
 def load_run_checked(run: str) -> Any:

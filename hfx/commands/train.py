@@ -35,6 +35,11 @@ def main(args: list[str]) -> None:
 
 
 def train_job(cfg: DictConfig, run_path: Path) -> float | None:
+    from hydra.core.hydra_config import HydraConfig
+
+    from hfx.config.compose import drop_option_files
+
+    drop_option_files(cfg, list(HydraConfig.get().overrides.task))
     metrics = train(cfg, run_path)
     # Sweepers (Optuna) read the objective from the job's return value.
     return objective(cfg, metrics)

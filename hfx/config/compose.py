@@ -30,6 +30,27 @@ def user_overrides(args: list[str]) -> list[str]:
     return out
 
 
+def quoted(value: str) -> str:
+    """A string as one quoted Hydra value, whatever it holds (commas, quotes, `=`, `${`)."""
+    # Hydra reads a backslash as an escape only before a quote or at the end of a quoted value.
+    escaped = re.sub(r"(\\+)(?='|$)", lambda m: m.group(1) * 2, value).replace("'", "\\'").replace("${", "\\${")
+    return f"'{escaped}'"
+
+
+def drop_option_files(cfg: Any, overrides: list[str]) -> None:
+    """`dataset.data_files.<split>=<file>` given on the command line replace the dataset option's files as a whole:
+    a user's own train file must not be paired with the option's (e.g. the bundled demo) validation file."""
+    from omegaconf import open_dict
+
+    given = {o.partition("=")[0].removeprefix("dataset.data_files.") for o in overrides
+             if o.lstrip("+").startswith("dataset.data_files.") and "=" in o}
+    if not given or not cfg.dataset.data_files:
+        return
+    with open_dict(cfg):
+        for split in [s for s in cfg.dataset.data_files if s not in given]:
+            del cfg.dataset.data_files[split]
+
+
 def first_of_each_sweep(overrides: list[str]) -> list[str]:
     """For `-m`: each sweep replaced by its first value (Hydra's own parser reads the grammar), so that key and
     type errors fail before any job starts. Sweeps that cannot be enumerated (interval, glob) are left out."""
@@ -106,6 +127,8 @@ def validate(config_name: str, args: list[str], check: Any = None, sweep: bool =
         overrides = first_of_each_sweep(overrides)
     try:
         cfg = compose(config_name, overrides)
+        if config_name == "train":
+            drop_option_files(cfg, overrides)
         if check:
             check(cfg)
         return cfg
