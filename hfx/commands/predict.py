@@ -23,7 +23,9 @@ def main(args: list[str]) -> None:
 
 
 def check_inputs(cfg: DictConfig) -> None:
-    run = load_run_checked(cfg.run)
+    from hfx.stages import load_run
+
+    run = load_run(cfg.run)
     for record in read_records(cfg):
         pipeline_input(run.task, record)
 
@@ -36,19 +38,14 @@ def quote_free_text(arg: str) -> str:
     return f"input={quoted(value)}" if key == "input" and eq else arg
 
 
-def load_run_checked(run: str) -> Any:
-    from hfx.stages import load_run
-
-    return load_run(run)
-
-
 def predict(cfg: DictConfig, out_path: Path) -> list[dict[str, Any]]:
     from transformers import pipeline
 
     from hfx.pipelines import register
     from hfx.rundir import RunDir
+    from hfx.stages import load_run
 
-    run = load_run_checked(cfg.run)
+    run = load_run(cfg.run)
     records = read_records(cfg)
     inputs = [pipeline_input(run.task, record) for record in records]
 
