@@ -1,12 +1,13 @@
-"""`hfx <command> [overrides]`: argv dispatch to one module per command, and the error policy (one line, no
-traceback unless HYDRA_FULL_ERROR=1)."""
+"""`hfx <command> [overrides]`: argv dispatch to one module per command, and the error policy: one `error:` line,
+no traceback unless HYDRA_FULL_ERROR=1; exit 2 when refused before anything ran (command line, config, the inputs
+they name), 1 when a run failed."""
 
 from __future__ import annotations
 
 import importlib
 import sys
 
-from hfx.errors import HfxError, exit_with, full_error, one_of
+from hfx.errors import HfxError, UsageError, exit_with, full_error, one_of
 
 USAGE = """usage: hfx <command> [key=value ...] [hydra flags]
 
@@ -36,12 +37,12 @@ def main(argv: list[str] | None = None) -> None:
     command = argv[0]
     try:
         if command not in COMMANDS:
-            raise one_of("command", command, COMMANDS)
+            raise UsageError(str(one_of("command", command, COMMANDS)))
         importlib.import_module(f"hfx.commands.{COMMANDS[command]}").main(argv[1:])
     except HfxError as e:
         if full_error():
             raise
-        exit_with(str(e))
+        exit_with(str(e), 2 if isinstance(e, UsageError) else 1)
     except KeyboardInterrupt:
         exit_with("interrupted")
     except Exception as e:  # outside a job (composition, validation): the same one-line policy

@@ -13,6 +13,11 @@ class HfxError(Exception):
     """An error in the user's config or data. The CLI prints it as one line and exits non-zero."""
 
 
+class UsageError(HfxError):
+    """Refused before anything ran: the command line, the config or an input it names. The CLI exits with 2
+    (a failure while running exits with 1)."""
+
+
 def did_you_mean(word: str, choices: Iterable[str]) -> str:
     close = difflib.get_close_matches(word, list(choices), n=1, cutoff=0.6)
     return f" (did you mean '{close[0]}'?)" if close else ""

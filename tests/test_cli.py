@@ -261,3 +261,12 @@ def test_a_validation_file_and_a_carved_split_conflict(cache, tmp_path) -> None:
     line = _bad(cache, tmp_path, f"dataset.data_files.train={tmp_path / 'train.csv'}",
                 f"dataset.data_files.validation={tmp_path / 'train.csv'}", "dataset.validation_split=0.1")
     assert "dataset.validation_split" in line and "conflict" in line
+
+
+def test_exit_codes_tell_refused_from_failed(cache, tmp_path) -> None:
+    # 2: refused before anything ran (command line, config, inputs it names); 1: a run that failed.
+    assert run_hfx("trian", cache=cache).returncode == 2
+    assert run_hfx("train", "trainer.learning_rat=1e-3", cache=cache, cwd=tmp_path).returncode == 2
+    assert run_hfx("train", "dataset.data_files.train=missing.csv", cache=cache, cwd=tmp_path).returncode == 2
+    failed = run_hfx("train", "dataset.max_train_samples=0", f"cache_dir={cache}", cache=cache, cwd=tmp_path)
+    assert failed.returncode == 1 and "training split is empty" in failed.stderr

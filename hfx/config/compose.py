@@ -7,7 +7,7 @@ import dataclasses
 import re
 from typing import Any
 
-from hfx.errors import HfxError, did_you_mean, one_of
+from hfx.errors import HfxError, UsageError, did_you_mean, one_of
 
 # Hydra's own flags that take a value (the value is not an override).
 _FLAGS_WITH_VALUE = {"--config-name", "-cn", "--config-path", "-cp", "--config-dir", "-cd", "--cfg", "-c",
@@ -132,10 +132,10 @@ def validate(config_name: str, args: list[str], check: Any = None, sweep: bool =
         if check:
             check(cfg)
         return cfg
-    except HfxError:
-        raise
+    except HfxError as e:
+        raise UsageError(str(e)) from e
     except Exception as e:  # a Hydra / OmegaConf composition error
-        raise HfxError(explain_config_error(e)) from e
+        raise UsageError(explain_config_error(e)) from e
 
 
 def explain_config_error(ex: BaseException) -> str:

@@ -208,7 +208,7 @@ def test_cli_refuses_an_encoder_model_in_one_line(tmp_path: Path, cache: Path):
         "dataset.max_train_samples=50",
         cache=cache,
     )
-    assert r.returncode == 1
+    assert r.returncode == 2  # refused when the config is composed
     assert r.stderr.strip().splitlines()[-1] == (
         "error: task causal_lm needs a decoder model (llama, gpt2, ...); model type bert is encoder-only"
     )
