@@ -36,17 +36,16 @@ def _guarded(job: Job) -> Callable[[Any], Any]:
         run_path = Path(HydraConfig.get().runtime.output_dir)
         try:
             return job(cfg, run_path)
-        except (HfxError, OmegaConfBaseException) as e:
-            message = str(e) if isinstance(e, HfxError) else explain_config_error(e)
+        except Exception as e:  # hfx's, a config error, or a library's own: one line either way
+            if isinstance(e, HfxError):
+                message = str(e)
+            elif isinstance(e, OmegaConfBaseException):
+                message = explain_config_error(e)
+            else:
+                message = library_error(e)
             RunDir(run_path).mark_failed(message)
             if full_error() or HydraConfig.get().mode.name == "MULTIRUN":
                 raise  # a sweep records the failure of this job and goes on
-            exit_with(message)
-        except Exception as e:  # a library's own error: still one line, with its type and first line
-            message = library_error(e)
-            RunDir(run_path).mark_failed(message)
-            if full_error() or HydraConfig.get().mode.name == "MULTIRUN":
-                raise
             exit_with(message)
 
     hydra_job.__name__ = getattr(job, "__name__", "job")
