@@ -23,14 +23,17 @@ class PeftMethod:
     schema: type
     # (model, peft config, modules to train in full, peft TaskType name or None) -> the wrapped model
     apply: Callable[[Any, DictConfig, list[str], str | None], Any]
+    # The method's settings checked when the config is composed (raise HfxError), before any model is loaded.
+    check: Callable[[DictConfig], None] = lambda pcfg: None
 
 
 PEFT_METHODS: Registry[PeftMethod] = Registry("peft method")
 
 
-def peft_method(name: str, schema: type) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
+def peft_method(name: str, schema: type, check: Callable[[DictConfig], None] | None = None
+                ) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
     def add(apply: Callable[..., Any]) -> Callable[..., Any]:
-        PEFT_METHODS.add(name, PeftMethod(schema, apply))
+        PEFT_METHODS.add(name, PeftMethod(schema, apply, check or (lambda pcfg: None)))
         return apply
 
     return add
@@ -51,9 +54,12 @@ class LoraSettings(EntryConfig):
     target_modules: list[str] = field(default_factory=list)
     # Extra modules trained in full; weights the checkpoint lacks (new heads) are always added.
     modules_to_save: list[str] = field(default_factory=list)
-    bias: str = "none"
+    bias: str = "none"  # none, all or lora_only (peft's LoraConfig.bias)
     # Save the merged model (loadable without peft) rather than the adapter alone.
     merge_on_save: bool = True
+
+
+LORA_BIAS = ("none", "all", "lora_only")
 
 
 def apply_peft(model: Any, pcfg: DictConfig, fresh_modules: list[str], task_type: str | None,
@@ -61,16 +67,18 @@ def apply_peft(model: Any, pcfg: DictConfig, fresh_modules: list[str], task_type
     """`head_modules`: the task's head (e.g. pooler + classifier), trained in full where the model has them."""
     names = [name for name, _ in model.named_modules()]
     heads = [n for h in head_modules for n in names if n == h or n.endswith("." + h)]
-    tied = _embedding_ptrs(model)
+    tied = _embedding_weights(model)
     parts = [p for m in dict.fromkeys([*fresh_modules, *heads]) for p in _untied_parts(model, m, tied)]
     # Keep the outermost: a module already inside another listed one adds nothing.
     parts = [p for p in dict.fromkeys(parts) if not any(p.startswith(q + ".") for q in parts)]
     return PEFT_METHODS.get(pcfg.name).apply(model, pcfg, parts, task_type)
 
 
-def _embedding_ptrs(model: Any) -> set[int]:
+def _embedding_weights(model: Any) -> set[int]:
+    """ids of the input embedding weights: a tied weight is the same Parameter object (on the meta device too, where
+    every data_ptr is 0, for `hfx check`)."""
     emb = model.get_input_embeddings() if hasattr(model, "get_input_embeddings") else None
-    return {emb.weight.data_ptr()} if emb is not None and hasattr(emb, "weight") else set()
+    return {id(emb.weight)} if emb is not None and hasattr(emb, "weight") else set()
 
 
 def _untied_parts(model: Any, name: str, tied: set[int]) -> list[str]:
@@ -80,7 +88,7 @@ def _untied_parts(model: Any, name: str, tied: set[int]) -> list[str]:
         module = model.get_submodule(name)
     except AttributeError:
         return [name]
-    if not any(p.data_ptr() in tied for p in module.parameters()):
+    if not any(id(p) in tied for p in module.parameters()):
         return [name]
     return [part for child, _ in module.named_children() for part in _untied_parts(model, f"{name}.{child}", tied)]
 
@@ -95,7 +103,17 @@ def _leaf_names(model: Any) -> list[str]:
                    if name and type(mod).__name__ in ("Linear", "Conv1D", "Embedding")})
 
 
-@peft_method("lora", LoraSettings)
+def check_lora(pcfg: DictConfig) -> None:
+    """peft checks these only when it wraps the model, after the model is loaded: checked when composing instead."""
+    if pcfg.r < 1:
+        raise HfxError(f"peft.r: expected a positive rank, got {pcfg.r}")
+    if not 0 <= pcfg.dropout < 1:
+        raise HfxError(f"peft.dropout: expected a probability in [0, 1), got {pcfg.dropout}")
+    if pcfg.bias not in LORA_BIAS:
+        raise HfxError(f"peft.bias: expected one of {', '.join(LORA_BIAS)}, got '{pcfg.bias}'")
+
+
+@peft_method("lora", LoraSettings, check_lora)
 def lora(model: Any, pcfg: DictConfig, train_in_full: list[str], task_type: str | None) -> Any:
     from hfx.architectures import architecture
 

@@ -15,13 +15,17 @@ commands:
   train        compose conf/ with your overrides and fine-tune    hfx train model=minilm peft=lora trainer.learning_rate=3e-4
   predict      serve a trained run through transformers.pipeline  hfx predict run=<run dir> input="a great film"
   evaluate     evaluate a saved run on another split or file      hfx evaluate run=<run dir> dataset.eval_split=test
+  check        a dry run: rows as the model sees them, parameters  hfx check model=tiny_bert (= hfx train --dry-run ...)
   experiments  list the experiment files (hfx train experiment=<name>)
+  sweeps       a sweep's jobs ranked by its objective              hfx sweeps [<sweep dir>] (default: the newest under multirun/)
 
 `hfx train --help` shows the config groups and their options; `hfx train --cfg job` prints the composed config;
-`hfx train -m trainer.learning_rate=1e-4,3e-4` runs a sweep. Set HYDRA_FULL_ERROR=1 for tracebacks."""
+`hfx train -m trainer.learning_rate=1e-4,3e-4` runs a sweep
+(`-m hparams_search=sequence_classification`: an Optuna search). Set HYDRA_FULL_ERROR=1 for tracebacks."""
 
 # command -> the module under hfx.commands whose main(args) runs it (imported only when used).
-COMMANDS = {"train": "train", "predict": "predict", "evaluate": "evaluate", "experiments": "experiments"}
+COMMANDS = {"train": "train", "check": "check", "predict": "predict", "evaluate": "evaluate",
+            "experiments": "experiments", "sweeps": "sweeps"}
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -43,8 +47,8 @@ def main(argv: list[str] | None = None) -> None:
         if full_error():
             raise
         exit_with(str(e), 2 if isinstance(e, UsageError) else 1)
-    except KeyboardInterrupt:
-        exit_with("interrupted")
+    except KeyboardInterrupt:  # before or after training (during it, SIGINT saves a checkpoint and stops)
+        exit_with("interrupted", 130)
     except Exception as e:  # outside a job (composition, validation): the same one-line policy
         if full_error():
             raise

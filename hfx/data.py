@@ -6,6 +6,7 @@ import hashlib
 import json
 import logging
 import os
+import re
 from pathlib import Path
 from typing import Any
 
@@ -66,16 +67,33 @@ def local_data_files(dcfg: DictConfig) -> tuple[str, dict[str, list[str]]]:
             p = Path(os.path.expanduser(f))
             if not p.is_file():
                 raise HfxError(f"dataset.data_files.{split}: file '{f}' does not exist")
+            if p.stat().st_size == 0:
+                raise HfxError(f"dataset.data_files.{split}: file '{f}' is empty (0 bytes)")
             files.append(str(p.resolve()))
         out[split] = files
     if dcfg.path in FILE_BUILDERS and not out:
         raise HfxError(f"dataset.data_files: builder '{dcfg.path}' reads local files; give at least a train file")
     if not out:
         return "", out
+    files = [f for fs in out.values() for f in fs]
     if dcfg.path in FILE_BUILDERS:
-        return dcfg.path, out
+        # The files' own kind wins over the option's builder (a .jsonl named on top of a csv dataset option); files
+        # of an extension hfx does not know are read by that builder.
+        known = all(any(f.endswith(FILE_BUILDERS.get(b)) for b in FILE_BUILDERS) for f in files)
+        return (builder_for(files, "dataset.data_files") if known else dcfg.path), out
     # Local files named on top of a hub dataset option: the builder follows the files' extension.
-    return builder_for([f for fs in out.values() for f in fs], "dataset.data_files"), out
+    return builder_for(files, "dataset.data_files"), out
+
+
+def builder_options(builder: str, data_files: dict[str, list[str]]) -> dict[str, Any]:
+    """Reader options the files' extension implies: tab-separated for .tsv (the csv reader splits on commas)."""
+    files = [f for fs in data_files.values() for f in fs]
+    tsv = [f.endswith(".tsv") for f in files]
+    if builder != "csv" or not any(tsv):
+        return {}
+    if not all(tsv):
+        raise HfxError(f"dataset: mixes .csv and .tsv files ({', '.join(files)}); name files of one kind")
+    return {"sep": "\t"}
 
 
 def builder_for(files: list[str], key: str) -> str:
@@ -97,14 +115,21 @@ def load_splits(dcfg: DictConfig, seed: int, eval_only: bool = False) -> Any:
         raise HfxError(f"dataset: no '{dcfg.train_split}' file among the splits {', '.join(data_files)}")
     try:
         if data_files:
-            loaded = datasets.load_dataset(builder, data_files=data_files)
+            loaded = datasets.load_dataset(builder, data_files=data_files, **builder_options(builder, data_files))
         else:
             loaded = datasets.load_dataset(dcfg.path, dcfg.name, revision=dcfg.revision)
-    except FileNotFoundError as e:
-        raise HfxError(f"dataset.path: cannot load '{dcfg.path}' ({str(e).splitlines()[0]})") from e
+    except (FileNotFoundError, ConnectionError) as e:
+        raise HfxError(f"dataset.path: cannot load '{dcfg.path}' ({type(e).__name__}: {str(e).splitlines()[0]}); "
+                       "local files: dataset.data_dir=<folder> or dataset.data_files.<split>=<file>") from e
     except (ValueError, datasets.exceptions.DatasetGenerationError) as e:
-        files = ", ".join(dict.fromkeys(f for fs in data_files.values() for f in fs)) if data_files else dcfg.path
-        raise HfxError(f"dataset: cannot read {files} ({root_cause(e)})") from e
+        if not data_files:
+            raise HfxError(f"dataset: cannot read {dcfg.path} ({root_cause(e)})") from e
+        split, cause = _failing_split(builder, data_files, e)
+        files = ", ".join(data_files[split] if split else dict.fromkeys(f for fs in data_files.values() for f in fs))
+        # datasets' own words for files that hold no rows (a header only).
+        if re.match(r'Instruction ".+" corresponds to no data', str(cause)):
+            raise HfxError(f"dataset: no rows in the {split} file {files} (empty, or a header only)") from e
+        raise HfxError(f"dataset: cannot read {files} ({root_cause(cause)})") from e
     if eval_only and dcfg.eval_split in loaded:  # evaluating a finished run on a file or split of its own
         return datasets.DatasetDict(eval=_nonempty(_cap(loaded[dcfg.eval_split], dcfg.max_eval_samples), "eval"))
     if dcfg.train_split not in loaded:
@@ -119,7 +144,10 @@ def load_splits(dcfg: DictConfig, seed: int, eval_only: bool = False) -> Any:
     elif dcfg.validation_split:
         if not 0 < dcfg.validation_split < 1:
             raise HfxError(f"dataset.validation_split: expected a fraction in (0, 1), got {dcfg.validation_split}")
-        parts = train.train_test_split(test_size=dcfg.validation_split, seed=seed, shuffle=dcfg.validation_shuffle)
+        try:
+            parts = train.train_test_split(test_size=dcfg.validation_split, seed=seed, shuffle=dcfg.validation_shuffle)
+        except ValueError as e:  # too few rows to carve from
+            raise HfxError(f"dataset.validation_split: {str(e).splitlines()[0]}") from e
         train, evaluation = parts["train"], parts["test"]
     else:
         raise HfxError(
@@ -140,10 +168,31 @@ def _nonempty(split: Any, which: str) -> Any:
     return split
 
 
+def _failing_split(builder: str, data_files: dict[str, list[str]], error: BaseException
+                   ) -> tuple[str | None, BaseException]:
+    """The split whose files fail to load on their own, and that error (loaded together, one split's empty file
+    fails as a type clash with another's)."""
+    import datasets
+
+    if len(data_files) == 1:
+        return next(iter(data_files)), error
+    for split, files in data_files.items():
+        try:
+            datasets.load_dataset(builder, data_files={split: files}, **builder_options(builder, data_files))
+        except Exception as e:  # any reader error is the answer
+            return split, e
+    return None, error
+
+
 def root_cause(e: BaseException) -> str:
-    """The first line of the innermost cause: datasets wraps a parser's error in a generic 'An error occurred'."""
+    """The first line of the parser's own error: datasets wraps it in a generic 'An error occurred', and its JSON
+    reader falls back to a second parser whose error says less than pyarrow's (which names the row)."""
+    chain = [e]
     while e.__cause__ is not None or (e.__context__ is not None and not e.__suppress_context__):
         e = e.__cause__ or e.__context__
+        chain.append(e)
+    arrow = [c for c in chain if type(c).__name__ == "ArrowInvalid"]
+    e = arrow[0] if arrow else chain[-1]
     text = str(e).strip().splitlines()[0] if str(e).strip() else ""
     return f"{type(e).__name__}: {text}" if text else type(e).__name__
 
@@ -169,7 +218,38 @@ def require_columns(split: Any, cfg_keys: dict[str, str], what: str) -> None:
         if head not in cols:
             raise HfxError(
                 f"dataset.{key}: column '{head}' is not in the {what} data; columns: {', '.join(cols)}"
+                f"{_delimiter_hint(cols)}"
             )
+
+
+def _delimiter_hint(cols: list[str]) -> str:
+    """One column whose name holds another delimiter: the file was read with the wrong one."""
+    import csv
+
+    if len(cols) != 1:
+        return ""
+    try:
+        delimiter = csv.Sniffer().sniff(cols[0], delimiters=";\t|").delimiter
+    except csv.Error:
+        return ""
+    return f" (one column: is the file delimited by {delimiter!r}? .csv files are read with ',', .tsv with tabs)"
+
+
+def require_values(raw: Any, cfg_keys: dict[str, str]) -> None:
+    """Each named column of each split holds one type of value and none missing (an empty CSV cell, a JSON null)."""
+    from datasets import Json
+
+    for key, name in cfg_keys.items():
+        head = name.split(".")[0]
+        if any(isinstance(split.features[head], Json) for split in raw.values()):
+            # datasets' type for a column whose rows differ in type (1 in one row, "pos" in another)
+            kinds = sorted({type(v).__name__ for split in raw.values() for v in split[head] if v is not None})
+            raise HfxError(f"dataset.{key}: column '{head}' mixes value types ({', '.join(kinds)}); use one type")
+        for what, split in raw.items():
+            missing = sum(v is None for v in split[head])
+            if missing:
+                raise HfxError(f"dataset.{key}: column '{head}' has {missing} empty value(s) in the {what} data; "
+                               "fill or drop those rows")
 
 
 def tokenizer_fingerprint(tokenizer: Any) -> str:

@@ -18,6 +18,13 @@ class UsageError(HfxError):
     (a failure while running exits with 1)."""
 
 
+class Stopped(HfxError):
+    """Training stopped early by SIGTERM / SIGINT after writing a checkpoint: the run can be resumed. The CLI exits
+    with 75 (sysexits' EX_TEMPFAIL: try again later)."""
+
+    exit_code = 75
+
+
 def did_you_mean(word: str, choices: Iterable[str]) -> str:
     close = difflib.get_close_matches(word, list(choices), n=1, cutoff=0.6)
     return f" (did you mean '{close[0]}'?)" if close else ""

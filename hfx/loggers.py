@@ -6,6 +6,7 @@ from __future__ import annotations
 import importlib
 import logging
 import os
+import sys
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -83,17 +84,34 @@ def _tensorboard(lcfg: DictConfig, experiment: str, run_dir: Path, resolved: dic
 def _wandb(lcfg: DictConfig, experiment: str, run_dir: Path, resolved: dict[str, Any]) -> list[str]:
     import wandb
 
-    mode = lcfg.mode or ("online" if os.environ.get("WANDB_API_KEY") else "offline")
+    from hfx.redaction import redact_text
+
+    # logger.mode, else W&B's own WANDB_MODE, else online only with an API key.
+    mode = lcfg.mode or os.environ.get("WANDB_MODE") or ("online" if os.environ.get("WANDB_API_KEY") else "offline")
     if mode == "offline":
-        log.info("W&B: no API key, logging offline into %s/wandb (upload later with `wandb sync`)", run_dir)
-    wandb.init(
-        project=lcfg.project, entity=lcfg.entity, group=lcfg.group, tags=list(lcfg.tags) or None,
-        name=f"{experiment}-{run_dir.name}", dir=str(run_dir), mode=mode,
-        config=resolved,  # the resolved config, secrets redacted, CLI overrides included
-        settings=wandb.Settings(x_disable_stats=False, console="off"),
-    )
+        log.info("W&B: logging offline into %s/wandb (upload later with `wandb sync`)", run_dir)
+    # W&B records the command line in the run's metadata: a secret typed as an override would go with it.
+    argv, sys.argv = sys.argv, [redact_text(a) for a in sys.argv]
+    try:
+        wandb.init(
+            project=lcfg.project, entity=lcfg.entity, group=lcfg.group, tags=list(lcfg.tags) or None,
+            name=f"{experiment}-{run_dir.name}", dir=str(run_dir), mode=mode,
+            # One W&B run per run directory: `hfx train resume=<run dir>` continues the same W&B run.
+            id=wandb_run_id(run_dir), resume="allow",
+            config=resolved,  # the resolved config, secrets redacted, CLI overrides included
+            settings=wandb.Settings(x_disable_stats=False, console="off"),
+        )
+    finally:
+        sys.argv = argv
     os.environ["WANDB_LOG_MODEL"] = "false"
     return ["wandb"]
+
+
+def wandb_run_id(run_dir: Path) -> str:
+    """The W&B run id of a run directory: the same whenever the run is resumed, different for every directory."""
+    import hashlib
+
+    return hashlib.sha256(str(run_dir.resolve()).encode()).hexdigest()[:16]
 
 
 def _finish_wandb() -> None:

@@ -46,12 +46,28 @@ def load_config(mcfg: DictConfig, tokenizer: Any, extra: dict[str, Any]) -> Any:
                    if getattr(tokenizer, f"{k}_id", None) is not None}
         if record.shape == ENCODER_DECODER and "decoder_start_token_id" not in overrides:
             special["decoder_start_token_id"] = special.get("bos_token_id", special.get("pad_token_id"))
-        config = AutoConfig.for_model(model_type, vocab_size=len(tokenizer), **{**special, **overrides})
+        # model.config.vocab_size, where given, wins over the tokenizer's size (and is checked against it below).
+        config = AutoConfig.for_model(model_type, **{"vocab_size": len(tokenizer), **special, **overrides})
     else:
         raise HfxError("model: set model.name_or_path (pretrained) or model.architecture (from scratch)")
     for key, value in extra.items():
         setattr(config, key, value)
+    check_tokenizer_fits(config, tokenizer, "vocab_size" in overrides)
     return config
+
+
+def check_tokenizer_fits(config: Any, tokenizer: Any, vocab_overridden: bool = False) -> None:
+    """A tokenizer whose ids or lengths the model cannot embed fails here, not as an index error in training."""
+    vocab = getattr(config, "vocab_size", None)
+    if vocab is not None and len(tokenizer) > vocab:
+        key = "model.config.vocab_size" if vocab_overridden else "tokenizer"
+        raise HfxError(f"{key}: the tokenizer has {len(tokenizer)} tokens but the model embeds {vocab} "
+                       "(its vocab_size); use the model's own tokenizer (tokenizer=auto) or a vocabulary that fits")
+    positions = getattr(config, "max_position_embeddings", None)
+    # Learned position embeddings end at max_position_embeddings; rotary ones (rope_parameters) do not.
+    if positions and getattr(config, "rope_parameters", None) is None and tokenizer.model_max_length > positions:
+        raise HfxError(f"tokenizer.max_length: {tokenizer.model_max_length} tokens is longer than the model takes "
+                       f"({positions}, its max_position_embeddings)")
 
 
 def build_model(mcfg: DictConfig, auto_class: Any, config: Any, attn_implementation: str | None = None) -> BuiltModel:

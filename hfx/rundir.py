@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import json
-import os
-import re
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -12,32 +10,7 @@ from typing import Any
 from omegaconf import DictConfig, OmegaConf
 
 from hfx.files import new_dir, write_text
-
-SECRET_NAME = re.compile(r"(KEY|TOKEN|SECRET|PASSWORD|PASSWD|CREDENTIAL|AUTH)", re.I)
-SECRET_KEY = re.compile(r"^(.*_)?(api_key|apikey|secret|password|hf_token|auth_token|access_token)$", re.I)
-REDACTED = "***redacted***"
-
-
-def secret_values() -> list[str]:
-    """Values of environment variables whose names look secret (short values would match too much)."""
-    return [v for k, v in os.environ.items() if SECRET_NAME.search(k) and len(v) >= 6]
-
-
-def redact(value: Any) -> Any:
-    """Replace anything that holds the value of a secret-looking environment variable, at any depth."""
-    secrets = secret_values()
-
-    def walk(x: Any, key: str = "") -> Any:
-        if isinstance(x, dict):
-            return {k: walk(v, str(k)) for k, v in x.items()}
-        if isinstance(x, list):
-            return [walk(v, key) for v in x]
-        if isinstance(x, str):
-            if any(s in x for s in secrets) or (SECRET_KEY.match(key) and x):
-                return REDACTED
-        return x
-
-    return walk(value)
+from hfx.redaction import redact, scrub_hydra_dir
 
 
 def resolved_config(cfg: DictConfig) -> dict[str, Any]:
@@ -52,19 +25,16 @@ class RunDir:
     def model_dir(self) -> Path:
         return self.path / "model"
 
+    @property
+    def checkpoints(self) -> Path:
+        return self.path / "checkpoints"
+
     def write_config(self, cfg: DictConfig) -> dict[str, Any]:
         resolved = resolved_config(cfg)
         self.path.mkdir(parents=True, exist_ok=True)
         write_text(self.path / "config.yaml", OmegaConf.to_yaml(OmegaConf.create(resolved)))
-        # Hydra's own copy keeps interpolations (e.g. ${oc.env:...}); scrub its overrides of secrets too.
-        hydra_dir = self.path / ".hydra"
-        for name in ("overrides.yaml", "config.yaml", "hydra.yaml"):
-            f = hydra_dir / name
-            if f.is_file():
-                text = f.read_text()
-                for secret in secret_values():
-                    text = text.replace(secret, REDACTED)
-                f.write_text(text)
+        # Hydra's own copies (the RedactSecrets callback scrubs them already; again here for any other entry path).
+        scrub_hydra_dir(self.path)
         return resolved
 
     def write_json(self, name: str, data: dict[str, Any]) -> Path:
@@ -84,8 +54,16 @@ class RunDir:
         return self.model_dir
 
     def mark_failed(self, message: str) -> None:
+        self.mark("FAILED", message)
+
+    def mark(self, name: str, message: str) -> None:
+        """FAILED (the one-line reason) or INTERRUPTED (stopped with a checkpoint: resume it)."""
         if self.path.is_dir():
-            (self.path / "FAILED").write_text(message + "\n")
+            write_text(self.path / name, message + "\n")
+
+    def clear_marks(self) -> None:
+        for name in ("FAILED", "INTERRUPTED"):
+            (self.path / name).unlink(missing_ok=True)
 
 
 def print_summary(title: str, path: Path, metrics: dict[str, Any], extra_keys: tuple[str, ...] = ()) -> None:

@@ -20,6 +20,8 @@ log = logging.getLogger("hfx")
 
 TextSource = Callable[[], Iterator[str]]
 TOKENIZERS: Registry[Callable[..., Any]] = Registry("tokenizer")
+# Kinds that train a new vocabulary on the training split: for models built from scratch only.
+TRAINED_KINDS = ("wordpiece", "bpe")
 
 SPECIALS = {"unk_token": "[UNK]", "pad_token": "[PAD]", "cls_token": "[CLS]", "sep_token": "[SEP]",
             "mask_token": "[MASK]", "bos_token": "<s>", "eos_token": "</s>"}

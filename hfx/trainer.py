@@ -15,7 +15,7 @@ from hfx.errors import HfxError
 log = logging.getLogger("hfx")
 
 # Keys of `trainer.*` that hfx resolves itself rather than passing straight through.
-_HANDLED = {"extra", "bf16", "average_tokens_across_devices", "resume_from_checkpoint", "dataloader_num_workers"}
+_HANDLED = {"extra", "bf16", "average_tokens_across_devices", "save_every_minutes", "dataloader_num_workers"}
 
 
 @functools.cache
@@ -87,6 +87,10 @@ def training_arguments(cfg: DictConfig, task_args: dict[str, Any], output_dir: P
     }
     if average is not None:
         merged["average_tokens_across_devices"] = average
+    if merged.get("hub_token"):
+        # Checkpoints pickle the TrainingArguments (training_args.bin): the token goes where huggingface_hub
+        # reads it instead.
+        os.environ["HF_TOKEN"] = merged.pop("hub_token")
     cls = Seq2SeqTrainingArguments if seq2seq else TrainingArguments
     try:
         return cls(**merged)
@@ -118,12 +122,13 @@ def build_trainer(cfg: DictConfig, task: Any, model: Any, tokenizer: Any, featur
                   output_dir: Path, report_to: list[str]) -> Any:
     from transformers import Seq2SeqTrainer, Trainer
 
+    from hfx.checkpointing import callbacks, resumable
     from hfx.tasks import task_settings
 
     settings = task_settings(cfg, task)
     seq2seq = getattr(task, "seq2seq", False)
     args = training_arguments(cfg, task.training_args(settings), output_dir, report_to, seq2seq=seq2seq)
-    cls = ordered_eval(Seq2SeqTrainer if seq2seq else Trainer)
+    cls = resumable(ordered_eval(Seq2SeqTrainer if seq2seq else Trainer))
     return cls(
         model=model,
         args=args,
@@ -131,5 +136,6 @@ def build_trainer(cfg: DictConfig, task: Any, model: Any, tokenizer: Any, featur
         eval_dataset=features["eval"],
         processing_class=tokenizer,
         data_collator=task.collator(tokenizer, model, settings),
+        callbacks=callbacks(cfg.trainer.save_every_minutes),
         **task.trainer_kwargs(tokenizer, settings, labels),
     )

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import subprocess
@@ -76,6 +77,16 @@ def predict_ok(run_dir: Path, value: str | dict, cache: Path, *overrides: str) -
     if isinstance(value, dict):
         assert [json.loads(line) for line in target.read_text().splitlines()] == rows
     return rows
+
+
+def tree_digest(path: Path, skip: tuple[str, ...] = ()) -> str:
+    """Every file under `path` (names and bytes) in one hash; top-level entries named in `skip` left out."""
+    h = hashlib.sha256()
+    for f in sorted(path.rglob("*")):
+        rel = f.relative_to(path)
+        if f.is_file() and rel.parts[0] not in skip:
+            h.update(str(rel).encode() + f.read_bytes())
+    return h.hexdigest()
 
 
 def assert_one_line_error(r: subprocess.CompletedProcess, *needles: str) -> None:

@@ -14,13 +14,22 @@ from hfx.errors import HfxError
 def main(args: list[str]) -> None:
     from hfx.commands.job import run_job
     from hfx.config.compose import validate
-    from hfx.stages import load_run
 
     # dataset.* are overrides on the run's saved dataset config (typed by its schema when merged).
     args = [f"+{a}" if a.startswith("dataset.") else a for a in args]
-    # The run and the dataset overrides are checked before anything is written inside the run directory.
-    validate("evaluate", args, lambda cfg: evaluation_config(load_run(cfg.run), cfg))
+    # The run, the dataset overrides and the evaluation data itself are checked before anything is written inside
+    # the run directory (the job reuses the features cached here).
+    validate("evaluate", args, check_inputs)
     run_job("evaluate", args, evaluate)
+
+
+def check_inputs(cfg: DictConfig) -> None:
+    from hfx.stages import load_run, prepare_data
+
+    if cfg.per_device_eval_batch_size < 1:
+        raise HfxError(f"per_device_eval_batch_size: expected a positive number, got {cfg.per_device_eval_batch_size}")
+    run = load_run(cfg.run)
+    prepare_data(evaluation_config(run, cfg), tokenizer=run.tokenizer(), labels=run.labels, eval_only=True)
 
 
 def evaluation_config(run: Any, cfg: DictConfig) -> DictConfig:

@@ -10,7 +10,7 @@ GROUP_ORDER = ("task", "model", "tokenizer", "dataset", "peft", "trainer", "logg
 
 def _first_comment(path: Path) -> str:
     for line in path.read_text().splitlines():
-        if line.startswith("#"):
+        if line.startswith("#") and not line.lstrip("# ").startswith("@"):  # `# @package` is Hydra's header
             return line.lstrip("# ").strip()
     return ""
 
@@ -31,6 +31,7 @@ def print_train_help() -> None:
     for path in sorted(experiments_dir().glob("*.yaml")):
         lines.append(f"    {path.stem}")
     lines += ["", "Any field of a group is set with group.key=value (trainer.learning_rate=3e-4, peft.r=4).",
+              "`hfx train -m hparams_search=<name>` runs an Optuna search; `hfx sweeps` ranks a sweep's jobs.",
               "`hfx train --cfg job` prints the composed config; `hfx train --hydra-help` shows Hydra's flags."]
     print("\n".join(lines))
 

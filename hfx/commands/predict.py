@@ -26,6 +26,8 @@ def check_inputs(cfg: DictConfig) -> None:
     from hfx.stages import load_run
 
     run = load_run(cfg.run)
+    if cfg.batch_size < 1:
+        raise HfxError(f"batch_size: expected a positive number, got {cfg.batch_size}")
     for record in read_records(cfg):
         pipeline_input(run.task, record)
 
@@ -87,7 +89,12 @@ def read_records(cfg: DictConfig) -> list[dict[str, Any]]:
     path = Path(cfg.input_file).expanduser()
     if not path.is_file():
         raise HfxError(f"input_file: file '{cfg.input_file}' does not exist")
-    lines = [line for line in path.read_text().splitlines() if line.strip()]
+    try:
+        lines = [line for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
+    except UnicodeDecodeError as e:
+        raise HfxError(f"input_file: '{cfg.input_file}' is not UTF-8 text ({e.reason} at byte {e.start})") from e
+    if not lines:
+        raise HfxError(f"input_file: '{cfg.input_file}' holds no records (one text or JSON object per line)")
     if path.suffix not in (".jsonl", ".json"):
         return [{"text": line} for line in lines]
     records = []

@@ -5,11 +5,14 @@ from __future__ import annotations
 
 import logging
 import os
+import signal
 import time
 from pathlib import Path
 from typing import Any
 
 from omegaconf import DictConfig
+
+from hfx.errors import HfxError
 
 log = logging.getLogger("hfx")
 
@@ -28,18 +31,32 @@ def main(args: list[str]) -> None:
 
         print_train_help()
         return
+    if "--dry-run" in args:  # hfx check: config, a few rows, parameter counts, the launch command; no run
+        from hfx.commands import check
+
+        check.main([a for a in args if a != "--dry-run"])
+        return
     if not set(args) & INFO_FLAGS:
+        from hfx.resume import resume_args
+
+        args = resume_args(args)  # resume=<run dir>|auto: that run's overrides, checked, in its directory
         # Every config error is reported before a run directory exists.
         validate("train", args, check_composed, sweep=bool(set(args) & MULTIRUN_FLAGS))
     run_job("train", shared_run_dir(args), train_job)
+    from hfx.sweeps import failed_jobs_error
+
+    if message := failed_jobs_error():  # a sweep ran every job; some failed
+        raise HfxError(message)
 
 
 def train_job(cfg: DictConfig, run_path: Path) -> float | None:
     from hydra.core.hydra_config import HydraConfig
 
     from hfx.config.compose import drop_option_files
+    from hfx.sweeps import limit_threads
 
     drop_option_files(cfg, list(HydraConfig.get().overrides.task))
+    limit_threads(HydraConfig.get())  # parallel jobs of a sweep share the machine's cores
     metrics = train(cfg, run_path)
     # Sweepers (Optuna) read the objective from the job's return value.
     return objective(cfg, metrics)
@@ -47,25 +64,42 @@ def train_job(cfg: DictConfig, run_path: Path) -> float | None:
 
 def train(cfg: DictConfig, run_path: Path) -> dict[str, Any]:
     from hfx.adapters import merge_for_saving
+    from hfx.checkpointing import loss_before, stopped_by
     from hfx.distributed import is_main_process
+    from hfx.errors import Stopped
     from hfx.loggers import finish_logger, setup_logger
     from hfx.plots import plot_curves
+    from hfx.provenance import environment
+    from hfx.resume import log_changes
     from hfx.rundir import RunDir, print_summary, resolved_config
     from hfx.stages import model_info, prepare
     from hfx.trainer import build_trainer
 
     run_dir, main = RunDir(run_path), is_main_process()
+    if cfg.resume and main:
+        log_changes(run_dir.path / "config.yaml", resolved_config(cfg))
+        run_dir.clear_marks()
     resolved = run_dir.write_config(cfg) if main else resolved_config(cfg)
+    if main:
+        run_dir.write_json("environment.json", environment(cfg))
 
     run = prepare(cfg)
 
     report_to = setup_logger(cfg, run_dir.path, resolved, main)
     trainer = build_trainer(cfg, run.task, run.model, run.tokenizer, run.features, run.labels,
-                            run_dir.path / "checkpoints", report_to)
+                            run_dir.checkpoints, report_to)
+    checkpoint = resume_from(cfg, run_dir, main)
+    if checkpoint:
+        trainer.loss_before_session = loss_before(Path(checkpoint))
     log.info("training: %d train / %d eval rows, world size %d", len(run.features["train"]),
              len(run.features["eval"]), trainer.args.world_size)
     setup_s = time.time() - process_start()
-    result = trainer.train(resume_from_checkpoint=cfg.trainer.resume_from_checkpoint)
+    result = trainer.train(resume_from_checkpoint=checkpoint)
+    if (signum := stopped_by(trainer)) is not None:
+        finish_logger(cfg)
+        step = trainer.state.global_step
+        raise Stopped(f"stopped by {signal.Signals(signum).name} at step {step} with a checkpoint "
+                      f"({run_dir.checkpoints / f'checkpoint-{step}'}); continue with: hfx train resume={run_dir.path}")
     evaluation = run.task.evaluate(trainer, run.features["eval"], run.raw["eval"], run.tokenizer, run.settings,
                                    run.labels)
     trainer.log(evaluation.metrics)
@@ -85,11 +119,26 @@ def train(cfg: DictConfig, run_path: Path) -> dict[str, Any]:
     return metrics
 
 
+def resume_from(cfg: DictConfig, run_dir: Any, main: bool) -> str | None:
+    """The checkpoint `trainer.train` continues from: the newest complete one when resuming."""
+    from hfx.checkpointing import latest_checkpoint
+
+    if not cfg.resume:
+        return None
+    checkpoint = latest_checkpoint(run_dir.checkpoints, tidy=main)
+    if checkpoint is None:
+        log.info("resume: no complete checkpoint in %s yet: training from step 0", run_dir.checkpoints)
+        return None
+    log.info("resuming from %s", checkpoint)
+    return str(checkpoint)
+
+
 def objective(cfg: DictConfig, metrics: dict[str, Any]) -> float | None:
-    name = cfg.trainer.metric_for_best_model or ("eval_loss" if "eval_loss" in metrics else None)
-    if name and not name.startswith("eval_"):
-        name = f"eval_{name}"
-    return metrics.get(name) if name else None
+    """`optimized_metric` (hparams_search sets it), else eval_<trainer.metric_for_best_model>, else eval_loss; an
+    explicit `optimized_metric` the run did not report fails the job with the metrics it did report."""
+    from hfx.sweeps import objective_value
+
+    return objective_value(cfg, metrics)
 
 
 def parameter_counts(model: Any) -> dict[str, int]:

@@ -94,9 +94,13 @@ class TrainerConfig:
     eval_strategy: str = "no"
     eval_steps: float | None = None
     eval_on_start: bool = False
-    save_strategy: str = "no"
+    # Checkpoints (into <run dir>/checkpoints, for `hfx train resume=<run dir>`): every 500 steps, every
+    # `save_every_minutes`, at the end and on SIGTERM / SIGINT; the newest two are kept.
+    save_strategy: str = "steps"
     save_steps: float = 500
-    save_total_limit: int | None = None
+    save_total_limit: int | None = 2
+    # Also save when this many minutes have passed since the last checkpoint (null: by steps only).
+    save_every_minutes: float | None = 30.0
     load_best_model_at_end: bool = False
     metric_for_best_model: str | None = None
     greater_is_better: bool | None = None
@@ -123,7 +127,6 @@ class TrainerConfig:
     # null = the task's choice (sequence classification turns it off: its loss ignores it and doubles under DDP).
     average_tokens_across_devices: bool | None = None
     disable_tqdm: bool | None = None
-    resume_from_checkpoint: str | None = None
     extra: dict[str, Any] = field(default_factory=dict)
 
 
@@ -139,10 +142,16 @@ class TrainConfig:
     # Typed per option: conf/logger/<name>.yaml builds on that logger's schema (hfx/loggers.py).
     logger: Any = MISSING
     experiment_name: str = "default"
+    # A run directory to continue from its newest complete checkpoint, with its own config, or `auto`: the newest
+    # unfinished run of this experiment under runs/<experiment_name>/.
+    resume: str | None = None
     # Where tokenizers and tokenized datasets are cached (reused when the same config runs again).
     cache_dir: str = "~/.cache/hfx"
     # Number of evaluation examples written to predictions.jsonl (-1 = all).
     num_predictions: int = -1
+    # The metric a sweep optimises, as metrics.json names it (`eval_accuracy`; conf/hparams_search/ sets it). null =
+    # eval_<trainer.metric_for_best_model>, else eval_loss. A name the run does not report fails the job.
+    optimized_metric: str | None = None
 
 
 @dataclass

@@ -88,20 +88,28 @@ def experiment_names() -> list[str]:
     return sorted(p.stem for p in experiments_dir().glob("*.yaml"))
 
 
+# Keys earlier versions of hfx saved in config.yaml and this one no longer has: section -> keys.
+RETIRED_KEYS = {"trainer": ("resume_from_checkpoint",)}
+
+
 def typed_train_config(saved: Any, where: str) -> DictConfig:
     """A saved (resolved) train config typed again by the schemas, so code reads it as it reads a composed one."""
     from omegaconf.errors import OmegaConfBaseException
 
     from hfx.config.compose import explain_config_error
 
+    saved = OmegaConf.to_container(saved) if isinstance(saved, DictConfig) else dict(saved)
+    for section, keys in RETIRED_KEYS.items():  # saved by an earlier hfx; nothing reads them now
+        for key in keys:
+            (saved.get(section) or {}).pop(key, None)
     try:
         cfg = OmegaConf.merge(train_schema(), {k: v for k, v in saved.items()
                                                                   if k not in entry_registries()})
         for group, registry in entry_registries().items():
             section = saved.get(group)
-            schema = registry.get(section.name).schema
+            schema = registry.get(section["name"]).schema
             cfg[group] = OmegaConf.merge(OmegaConf.structured(schema), section)
-    except (OmegaConfBaseException, AttributeError) as e:
+    except (OmegaConfBaseException, AttributeError, KeyError, TypeError) as e:
         raise HfxError(f"{where}: does not fit this version of hfx ({explain_config_error(e)})") from e
     OmegaConf.set_struct(cfg, True)
     return cfg

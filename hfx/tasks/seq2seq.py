@@ -162,6 +162,7 @@ class Seq2Seq(Task):
 
     def trainer_kwargs(self, tokenizer: Any, s: TaskSettings, labels: list[str] | None) -> dict[str, Any]:
         def compute_metrics(eval_pred: Any) -> dict[str, float]:
+            # Evaluations during training see only label ids; the final one (evaluate) rescored on the raw text.
             preds = decode(eval_pred.predictions, tokenizer)
             refs = decode(eval_pred.label_ids, tokenizer)
             return {
@@ -177,11 +178,15 @@ class Seq2Seq(Task):
         out = trainer.predict(features, metric_key_prefix="eval")
         preds = decode(out.predictions, tokenizer)
         sources, references = column(raw, s.columns.source), column(raw, s.columns.target)
+        # Scored against the raw target text: references decoded from the labels are cut at max_target_length
+        # and pass through the tokenizer (its normalisation, unknown pieces), which flatters or spoils the score.
+        metrics = dict(out.metrics)
+        metrics.update({f"eval_{k}": v for k, v in text_metrics(s.task.metric, preds, references).items()})
         limit = prediction_count(s.num_predictions, len(preds))
         rows = [
             {"source": sources[i], "reference": references[i], "prediction": preds[i]} for i in range(limit)
         ]
-        return Evaluation(metrics=dict(out.metrics), predictions=rows)
+        return Evaluation(metrics=metrics, predictions=rows)
 
 
 def with_eos(ids: list[int], eos_id: int, max_length: int) -> list[int]:

@@ -6,7 +6,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any, Optional
 
-from hfx.data import map_features, require_columns
+from hfx.data import map_features, require_columns, require_values
 from hfx.errors import HfxError
 from hfx.labels import label_maps, require_seen_in_training
 from hfx.metrics.classification import argmax_logits, classification_metrics
@@ -51,6 +51,7 @@ class SequenceClassification(Task):
     def validate_data(self, raw: Any, s: TaskSettings) -> None:
         for split_name, split in raw.items():
             require_columns(split, _columns(s), split_name)
+        require_values(raw, _columns(s))
 
     def label_names(self, raw: Any, s: TaskSettings) -> list[str]:
         col = s.columns.label
@@ -127,6 +128,10 @@ class SequenceClassification(Task):
             row.update(reference=names[refs[i]], prediction=names[preds[i]], correct=refs[i] == preds[i])
             rows.append(row)
         return Evaluation(metrics=dict(out.metrics), predictions=rows)
+
+    def pipeline_kwargs(self) -> dict[str, Any]:
+        # Inputs longer than the model takes are cut to the run's tokenizer.max_length, as in training.
+        return {"truncation": True}
 
     def pipeline_output(self, output: Any) -> Any:
         # text-classification wraps a lone string's result in a list, but not each result of a batch.

@@ -79,3 +79,44 @@ def check_lm_run(run, fields: tuple[str, ...]) -> dict:
     assert len(rows) == 3 and all(set(fields) <= set(r) for r in rows)
     assert any(r["generated"] for r in rows)
     return metrics
+
+
+def logged_losses(run) -> list[float]:
+    """The training loss at each logging step of a run (log_history.jsonl)."""
+    import json
+
+    rows = [json.loads(line) for line in (run / "log_history.jsonl").read_text().splitlines()]
+    return [row["loss"] for row in rows if "loss" in row]
+
+
+def assert_loss_falls(run, by: float) -> list[float]:
+    """The last logged training loss is at most `by` times the first: the run learned something."""
+    losses = logged_losses(run)
+    assert len(losses) >= 3 and losses[-1] <= by * losses[0], losses
+    return losses
+
+
+def unigram_perplexity_for(overrides: list[str], cache) -> float:
+    """The unigram baseline of a causal_lm / sft run with these overrides (as scripts/unigram_baseline.py computes
+    it): fitted on the train targets, scored on the eval targets, through the run's cached tokenizer and features."""
+    from hfx.config.compose import compose
+    from hfx.metrics.perplexity import target_tokens, unigram_perplexity
+    from hfx.stages import prepare_data
+
+    data = prepare_data(compose("train", [*overrides, f"cache_dir={cache}"]))
+    return unigram_perplexity(
+        target_tokens(data.features["train"]), target_tokens(data.features["eval"]), len(data.tokenizer)
+    )
+
+
+def baseline_script(name: str):
+    """A module of scripts/ (the trivial baselines the README quotes), loaded by its path: the tests score the
+    same baselines on their own slices."""
+    import importlib.util
+
+    from tests.conftest import ROOT
+
+    spec = importlib.util.spec_from_file_location(name, ROOT / "scripts" / f"{name}.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module

@@ -9,23 +9,24 @@ from pathlib import Path
 import pytest
 
 from tests.conftest import predict_ok, run_hfx, shared, train_ok
-from tests.tasks.conftest import settings_for
+from tests.tasks.conftest import assert_loss_falls, settings_for
 
-# A BART small enough for a few CPU seconds per run.
+# A BART small enough for a few CPU seconds per run, and wide enough to learn in 100 steps.
 TINY_BART = [
     "model=tiny_bart",
     "tokenizer=bpe",
     "tokenizer.vocab_size=600",
     "peft=none",
     "logger=none",
-    "model.config.d_model=64",
+    "model.config.d_model=128",
     "model.config.encoder_layers=1",
     "model.config.decoder_layers=1",
     "model.config.encoder_attention_heads=2",
     "model.config.decoder_attention_heads=2",
-    "model.config.encoder_ffn_dim=128",
-    "model.config.decoder_ffn_dim=128",
-    "trainer.learning_rate=3e-3",
+    "model.config.encoder_ffn_dim=256",
+    "model.config.decoder_ffn_dim=256",
+    "trainer.learning_rate=2e-3",
+    "trainer.warmup_steps=0.1",
     "trainer.logging_steps=10",
     "task.generation.max_new_tokens=12",
 ]
@@ -115,6 +116,39 @@ def test_decode_replaces_minus_100(tokenizer):
     padded = np.array([row + [-100, -100], row + [tokenizer.pad_token_id] * 2])
     assert decode(padded, tokenizer) == ["a man walks a dog ."] * 2
     assert generated_length(padded, tokenizer) == len(row)
+
+
+def test_evaluation_scores_against_the_raw_references(tokenizer):
+    """Labels are cut at max_target_length: scoring against them would credit a prediction of the cut text."""
+    from types import SimpleNamespace
+
+    import numpy as np
+
+    from hfx.metrics.text import bleu
+    from hfx.tasks.seq2seq import Seq2Seq
+
+    rows = [
+        ("a man walks a dog .", "ein mann geht mit einem hund ."),
+        ("a dog walks .", "ein hund geht mit einem mann ."),
+    ]
+    split = _split(rows)
+    settings = _settings(max_target_length=7)
+    feats = Seq2Seq().preprocess(split, tokenizer, settings, None, train=False)
+    # A model that predicts exactly the truncated labels (minus EOS).
+    cut = [tokenizer.decode(f["labels"][:-1], skip_special_tokens=True).strip() for f in feats]
+    assert cut[0] != rows[0][1]
+    width = max(len(f["labels"]) for f in feats)
+    ids = np.array([f["labels"][:-1] + [tokenizer.pad_token_id] * (width - len(f["labels"]) + 1) for f in feats])
+
+    class Trainer:
+        def predict(self, features, metric_key_prefix):
+            return SimpleNamespace(predictions=ids, label_ids=ids, metrics={"eval_bleu": 100.0, "eval_loss": 1.0})
+
+    evaluation = Seq2Seq().evaluate(Trainer(), feats, split, tokenizer, settings, None)
+    assert [r["reference"] for r in evaluation.predictions] == [de for _, de in rows]
+    assert [r["prediction"] for r in evaluation.predictions] == cut
+    assert evaluation.metrics["eval_bleu"] == pytest.approx(bleu(cut, [de for _, de in rows])["bleu"])
+    assert 0 < evaluation.metrics["eval_bleu"] < 100 and evaluation.metrics["eval_loss"] == 1.0
 
 
 # --- bad input --------------------------------------------------------------------------------------------------
@@ -224,6 +258,22 @@ def _rows(run: Path) -> list[dict]:
     return [json.loads(line) for line in (run / "predictions.jsonl").read_text().splitlines()]
 
 
+def _bleu(predictions: list[str], references: list[str]) -> float:
+    import sacrebleu
+
+    return sacrebleu.corpus_bleu(predictions, [references]).score
+
+
+def _rouge(predictions: list[str], references: list[str]) -> dict[str, float]:
+    """Mean ROUGE-1/2/L F1 x 100, straight from rouge-score (Porter stemming, as hfx scores)."""
+    from rouge_score import rouge_scorer
+
+    keys = ("rouge1", "rouge2", "rougeL")
+    scorer = rouge_scorer.RougeScorer(list(keys), use_stemmer=True)
+    scores = [scorer.score(ref, pred) for pred, ref in zip(predictions, references, strict=True)]
+    return {f"eval_{k}": 100 * sum(s[k].fmeasure for s in scores) / len(scores) for k in keys}
+
+
 @pytest.mark.slow
 def test_translation_end_to_end(tmp_path: Path, cache: Path):
     data = shared("multi30k")
@@ -233,23 +283,30 @@ def test_translation_end_to_end(tmp_path: Path, cache: Path):
         *TINY_BART,
         *MULTI30K,
         f"dataset.data_dir={data}",
-        "dataset.max_train_samples=320",
-        "dataset.max_eval_samples=8",
-        "trainer.max_steps=40",
+        "dataset.max_train_samples=2560",
+        "dataset.max_eval_samples=32",
+        "trainer.max_steps=80",
         "trainer.per_device_train_batch_size=32",
+        "task.generation.no_repeat_ngram_size=3",
         cache=cache,
     )
     assert {"eval_bleu", "eval_gen_len", "eval_loss"} <= set(metrics)
     assert "eval_rouge1" not in metrics
-    assert 0 <= metrics["eval_bleu"] <= 100 and 1 <= metrics["eval_gen_len"] <= 13
+    assert 1 <= metrics["eval_gen_len"] <= 13
     rows = _rows(run)
     sources = [
-        json.loads(line)["translation"] for line in (data / "validation.jsonl").read_text().splitlines()[:8]
+        json.loads(line)["translation"] for line in (data / "validation.jsonl").read_text().splitlines()[:32]
     ]
     assert [r["source"] for r in rows] == [s["en"] for s in sources]
-    assert [r["reference"] for r in rows] == [s["de"] for s in sources]
+    assert [r["reference"] for r in rows] == [s["de"] for s in sources]  # the raw text, as scored
     assert all(isinstance(r["prediction"], str) for r in rows)
-    assert any(r["prediction"] for r in rows), "40 steps should get past generating only special tokens"
+    # The score is sacrebleu's on predictions.jsonl as written.
+    predictions, references = [r["prediction"] for r in rows], [r["reference"] for r in rows]
+    assert metrics["eval_bleu"] == pytest.approx(_bleu(predictions, references), abs=1e-9)
+    # It learned: the loss falls, and BLEU beats copying the English source (scripts/seq2seq_baselines.py).
+    assert_loss_falls(run, by=0.85)
+    copy_source = _bleu([r["source"] for r in rows], references)
+    assert metrics["eval_bleu"] > 2 * copy_source + 0.5, (metrics["eval_bleu"], copy_source)
     gen = json.loads((run / "model" / "generation_config.json").read_text())
     assert (
         gen["decoder_start_token_id"] == gen["bos_token_id"]
@@ -271,18 +328,27 @@ def test_summarization_end_to_end(tmp_path: Path, cache: Path):
         *TINY_BART,
         *DIALOGSUM,
         f"dataset.data_dir={data}",
-        "dataset.max_train_samples=32",
-        "dataset.max_eval_samples=4",
-        "trainer.max_steps=8",
-        "trainer.per_device_train_batch_size=8",
+        "dataset.max_train_samples=500",
+        "dataset.max_eval_samples=16",
+        "trainer.max_steps=100",
+        "trainer.per_device_train_batch_size=16",
+        "task.generation.max_new_tokens=24",
+        # Labels are cut at 32 tokens, shorter than most summaries: the score must still use the whole text.
+        "task.max_target_length=32",
         cache=cache,
     )
     assert {"eval_rouge1", "eval_rouge2", "eval_rougeL", "eval_gen_len"} <= set(metrics)
-    assert all(0 <= metrics[k] <= 100 for k in ("eval_rouge1", "eval_rouge2", "eval_rougeL"))
     rows = _rows(run)
-    test_rows = [json.loads(line) for line in (data / "test.jsonl").read_text().splitlines()[:4]]
+    test_rows = [json.loads(line) for line in (data / "test.jsonl").read_text().splitlines()[:16]]
     assert [r["source"] for r in rows] == [t["dialogue"] for t in test_rows]  # eval_split: test, in order
-    assert [r["reference"] for r in rows] == [t["summary"] for t in test_rows]
+    assert [r["reference"] for r in rows] == [t["summary"] for t in test_rows]  # the raw text, as scored
+    predictions, references = [r["prediction"] for r in rows], [r["reference"] for r in rows]
+    recomputed = _rouge(predictions, references)
+    assert {k: metrics[k] for k in recomputed} == pytest.approx(recomputed, abs=1e-9)
+    # It learned: the loss falls, and ROUGE-L beats copying the dialogue as its own summary.
+    assert_loss_falls(run, by=0.75)
+    copy_source = _rouge([r["source"] for r in rows], references)["eval_rougeL"]
+    assert metrics["eval_rougeL"] > copy_source + 2, (metrics["eval_rougeL"], copy_source)
     text = _pipeline_text(run / "model", "hfx-summarization", "summary_text", test_rows[0]["dialogue"])
     assert isinstance(text, str)
     (row,) = predict_ok(run, "#Person1#: Hello, how are you? #Person2#: Fine, thanks.", cache)

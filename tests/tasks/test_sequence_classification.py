@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import csv
 import json
+from collections import Counter
+from itertools import islice
 
 import pytest
 from omegaconf import OmegaConf
@@ -10,7 +13,7 @@ from omegaconf import OmegaConf
 from hfx.errors import HfxError
 from hfx.tasks import TASKS
 from tests.conftest import TINY, assert_one_line_error, run_hfx, shared, train_ok
-from tests.tasks.conftest import settings_for
+from tests.tasks.conftest import assert_loss_falls, settings_for
 
 TASK = TASKS.get("sequence_classification")
 
@@ -41,22 +44,31 @@ def test_eval_labels_unseen_in_training_fail() -> None:
 
 
 @pytest.mark.slow
-def test_train_tiny_bert_on_sst2_then_predict_and_evaluate(cache, tmp_path) -> None:
+def test_train_on_sst2_then_predict_and_evaluate(cache, tmp_path) -> None:
     run = tmp_path / "run"
-    metrics = train_ok(run, "dataset=sst2", f"dataset.data_dir={shared('sst2')}", *TINY,
-                       "dataset.max_train_samples=256", "dataset.max_eval_samples=64", "trainer.max_steps=8",
-                       "trainer.per_device_train_batch_size=16", cache=cache)
+    # The packaged MiniLM cut to its first two layers, trained in full: about 0.8 accuracy after 100 steps, where a
+    # model from scratch may still sit at chance (when it starts to learn SST-2 varies from run to run).
+    metrics = train_ok(run, "dataset=sst2", f"dataset.data_dir={shared('sst2')}", "model=minilm",
+                       "+model.config.num_hidden_layers=2", "peft=none", "logger=none",
+                       "trainer.learning_rate=5e-4", "trainer.warmup_steps=0.1", "trainer.logging_steps=10",
+                       "dataset.max_train_samples=3200", "dataset.max_eval_samples=200", "trainer.max_steps=100",
+                       "trainer.per_device_train_batch_size=32", cache=cache)
     for key in ("eval_accuracy", "eval_loss", "eval_f1_macro", "train_runtime", "train_samples_per_second"):
         assert key in metrics, key
-    assert 0.0 <= metrics["eval_accuracy"] <= 1.0
     config = OmegaConf.load(run / "config.yaml")
-    assert config.trainer.max_steps == 8 and config.model.architecture == "bert"  # overrides are in the saved config
+    assert config.trainer.max_steps == 100 and config.model.config.num_hidden_layers == 2  # overrides are saved
+
+    # It learned: the loss falls, and accuracy beats the train slice's majority class on the same eval rows.
+    assert_loss_falls(run, by=0.85)
+    with (shared("sst2") / "train.csv").open() as f:
+        majority = Counter(r["label"] for r in islice(csv.DictReader(f), 3200)).most_common(1)[0][0]
+    with (shared("sst2") / "validation.csv").open() as f:
+        eval_rows = list(islice(csv.DictReader(f), 200))
+    baseline = sum(r["label"] == majority for r in eval_rows) / len(eval_rows)
+    assert metrics["eval_accuracy"] > baseline + 0.15, (metrics["eval_accuracy"], baseline)
 
     rows = [json.loads(line) for line in (run / "predictions.jsonl").read_text().splitlines()]
-    import datasets
-
-    eval_rows = datasets.load_dataset("csv", data_files=str(shared("sst2") / "validation.csv"))["train"]
-    assert [r["input"] for r in rows] == eval_rows["sentence"][:64]  # dataset order, despite length grouping
+    assert [r["input"] for r in rows] == [r["sentence"] for r in eval_rows]  # dataset order, despite length grouping
     acc = sum(r["correct"] for r in rows) / len(rows)
     assert abs(acc - metrics["eval_accuracy"]) < 1e-9
     assert {r["reference"] for r in rows} <= {"negative", "positive"}

@@ -14,7 +14,13 @@ from hfx.labels import IGNORE_INDEX
 from hfx.tasks import TASKS
 from hfx.tasks.sft import sft_example
 from tests.conftest import predict_ok, shared, train_ok
-from tests.tasks.conftest import TINY_LM, check_lm_run, settings_for
+from tests.tasks.conftest import (
+    TINY_LM,
+    assert_loss_falls,
+    check_lm_run,
+    settings_for,
+    unigram_perplexity_for,
+)
 
 
 def test_response_only_loss_mask_with_and_without_input(tok):
@@ -118,19 +124,26 @@ def test_sft_end_to_end(tmp_path: Path, cache: Path):
     from transformers import pipeline
 
     run = tmp_path / "run"
-    train_ok(
-        run,
+    overrides = [
         "task=sft",
         "dataset=alpaca",
         f"dataset.data_dir={shared('alpaca')}",
         "model=tiny_gpt2",
         "peft=none",
         *TINY_LM,
-        "dataset.max_train_samples=64",
-        "dataset.max_eval_samples=16",
-        cache=cache,
-    )
-    check_lm_run(run, ("instruction", "input", "reference", "generated"))
+        "dataset.max_train_samples=640",
+        "dataset.max_eval_samples=32",
+        # Past the unigram stage (40 steps only reach it).
+        "trainer.learning_rate=3e-3",
+        "trainer.max_steps=100",
+        "trainer.per_device_train_batch_size=16",
+        "trainer.logging_steps=10",
+    ]
+    train_ok(run, *overrides, cache=cache)
+    metrics = check_lm_run(run, ("instruction", "input", "reference", "generated"))
+    assert_loss_falls(run, by=0.9)
+    unigram = unigram_perplexity_for(overrides, cache)
+    assert metrics["eval_perplexity"] < 0.95 * unigram, (metrics["eval_perplexity"], unigram)
     assert (run / "model" / "chat_template.jinja").is_file()
     task = TASKS.get("sft")
     pipe = pipeline("text-generation", model=str(run / "model"))
