@@ -58,7 +58,16 @@ def local_data_files(dcfg: DictConfig) -> tuple[str, dict[str, list[str]]]:
             found = {dcfg.train_split: next(iter(found.values()))}
         if len(builders) > 1:
             raise HfxError(f"dataset.data_dir: '{dcfg.data_dir}' mixes file types ({', '.join(sorted(builders))})")
+        if dcfg.data_files:  # files named for some splits replace the folder's files of those splits
+            _, named = named_files(dcfg)
+            found.update(named)
+            return builder_for([f for fs in found.values() for f in fs], "dataset.data_files"), found
         return builders.pop(), found
+    return named_files(dcfg)
+
+
+def named_files(dcfg: DictConfig) -> tuple[str, dict[str, list[str]]]:
+    """(builder, split -> absolute files) for `dataset.data_files`."""
     data_files = OmegaConf.to_container(dcfg.data_files, resolve=True) if dcfg.data_files else {}
     out: dict[str, list[str]] = {}
     for split, spec in data_files.items():

@@ -114,3 +114,18 @@ def test_unknown_column_role_fails_at_composition(tmp_path) -> None:
 
     with pytest.raises(HfxError, match=r"unknown key 'dataset.columns.txt' .*did you mean 'text'"):
         validate("train", [f"dataset.data_dir={tmp_path}", "dataset.columns.txt=review"])
+
+
+def test_a_file_named_for_a_split_replaces_that_split_of_a_data_dir(tmp_path) -> None:
+    from hfx.data import local_data_files
+
+    _write(tmp_path, ROWS, ROWS[:4])
+    other = tmp_path / "elsewhere" / "dev.csv"
+    other.parent.mkdir()
+    other.write_text("text,label\n" + "\n".join(ROWS[:6]) + "\n")
+    # A dataset option without files of its own (data_files empty) takes a new split name on the command line.
+    cfg = _cfg(tmp_path, "dataset=sst2", f"dataset.data_files.validation={other}")
+    builder, files = local_data_files(cfg.dataset)
+    assert builder == "csv"
+    assert files == {"train": [str((tmp_path / "train.csv").resolve())], "validation": [str(other.resolve())]}
+    assert len(load_splits(cfg.dataset, 42)["eval"]) == 6

@@ -93,17 +93,22 @@ def quoted(value: str) -> str:
 
 
 def drop_option_files(cfg: Any, overrides: list[str]) -> None:
-    """`dataset.data_files.<split>=<file>` given on the command line replace the dataset option's files as a whole:
-    a user's own train file must not be paired with the option's (e.g. the bundled demo) validation file."""
+    """Data named on the command line replaces the dataset option's data as a whole: `dataset.data_files.<split>`
+    drops the option's other files and its data_dir (a user's own train file must not be paired with the bundled
+    demo's validation file); `dataset.data_dir` drops the option's files. Files named together with a data_dir
+    replace those splits of the folder."""
     from omegaconf import open_dict
 
-    given = {o.partition("=")[0].removeprefix("dataset.data_files.") for o in overrides
-             if o.lstrip("+").startswith("dataset.data_files.") and "=" in o}
-    if not given or not cfg.dataset.data_files:
+    keys = [o.partition("=")[0].lstrip("+~") for o in overrides if "=" in o]
+    given = {k.removeprefix("dataset.data_files.") for k in keys if k.startswith("dataset.data_files.")}
+    dir_given = "dataset.data_dir" in keys
+    if not given and not dir_given:
         return
     with open_dict(cfg):
-        for split in [s for s in cfg.dataset.data_files if s not in given]:
+        for split in [s for s in cfg.dataset.data_files or {} if s not in given]:
             del cfg.dataset.data_files[split]
+        if given and not dir_given:
+            cfg.dataset.data_dir = None
 
 
 def first_of_each_sweep(overrides: list[str]) -> list[str]:
@@ -138,7 +143,10 @@ def compose(config_name: str, overrides: list[str]) -> Any:
     register_configs()
     GlobalHydra.instance().clear()
     with initialize_config_dir(config_dir=str(conf_dir()), version_base="1.3", job_name="hfx"):
-        return hydra_compose(config_name, overrides=overrides)
+        cfg = hydra_compose(config_name, overrides=overrides)
+    if config_name == "train":
+        drop_option_files(cfg, overrides)
+    return cfg
 
 
 def check_composed(cfg: Any) -> None:
@@ -283,8 +291,6 @@ def validate(config_name: str, args: list[str], check: Any = None, sweep: bool =
         refuse_instantiate_overrides(args)
         cfg = compose(config_name, overrides)
         refuse_import_paths(cfg)
-        if config_name == "train":
-            drop_option_files(cfg, overrides)
         if check:
             check(cfg)
         return cfg

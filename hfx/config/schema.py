@@ -44,7 +44,7 @@ class DatasetConfig:
     path: str = MISSING
     name: str | None = None
     # split name -> file or list of files (relative to where hfx is started, or absolute).
-    data_files: dict[str, Any] | None = None
+    data_files: dict[str, Any] = field(default_factory=dict)
     # A local folder holding <split>.csv / .jsonl / .json / .parquet / .txt files: read those instead of `path`.
     data_dir: str | None = None
     revision: str | None = None

@@ -63,6 +63,8 @@ def train_schema() -> DictConfig:
     fields = [(role, str | None, dataclasses.field(default=None)) for role in all_column_roles()]
     node = OmegaConf.structured(TrainConfig)
     node.dataset.columns = OmegaConf.structured(dataclasses.make_dataclass("DatasetColumns", fields))
+    # split -> file(s): any split name may be added on the command line (dataset.data_files.validation=x.csv).
+    OmegaConf.set_struct(node.dataset.data_files, False)
     return node
 
 
