@@ -7,7 +7,8 @@ import importlib
 import logging
 import os
 import sys
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -61,7 +62,10 @@ class WandbConfig(EntryConfig):
     # null = online with an API key, offline without one.
     mode: str | None = None
     tags: list[str] = field(default_factory=list)
+    # null = one group per sweep (<experiment>-<sweep dir name>: a resumed search stays in its group); none for a
+    # single run.
     group: str | None = None
+    job_type: str = "train"
 
 
 def setup_logger(cfg: DictConfig, run_dir: Path, resolved: dict[str, Any], main_process: bool) -> list[str]:
@@ -90,12 +94,15 @@ def _wandb(lcfg: DictConfig, experiment: str, run_dir: Path, resolved: dict[str,
     mode = lcfg.mode or os.environ.get("WANDB_MODE") or ("online" if os.environ.get("WANDB_API_KEY") else "offline")
     if mode == "offline":
         log.info("W&B: logging offline into %s/wandb (upload later with `wandb sync`)", run_dir)
+    sweep = sweep_job()
+    group = lcfg.group or (f"{experiment}-{sweep[0].name}" if sweep else None)
+    name = f"{experiment}-{','.join(sweep[1])}" if sweep and sweep[1] else f"{experiment}-{run_dir.name}"
     # W&B records the command line in the run's metadata: a secret typed as an override would go with it.
     argv, sys.argv = sys.argv, [redact_text(a) for a in sys.argv]
     try:
         wandb.init(
-            project=lcfg.project, entity=lcfg.entity, group=lcfg.group, tags=list(lcfg.tags) or None,
-            name=f"{experiment}-{run_dir.name}", dir=str(run_dir), mode=mode,
+            project=lcfg.project, entity=lcfg.entity, group=group, job_type=lcfg.job_type,
+            tags=list(lcfg.tags) or None, name=name, dir=str(run_dir), mode=mode,
             # One W&B run per run directory: `hfx train resume=<run dir>` continues the same W&B run.
             id=wandb_run_id(run_dir), resume="allow",
             config=resolved,  # the resolved config, secrets redacted, CLI overrides included
@@ -105,6 +112,58 @@ def _wandb(lcfg: DictConfig, experiment: str, run_dir: Path, resolved: dict[str,
         sys.argv = argv
     os.environ["WANDB_LOG_MODEL"] = "false"
     return ["wandb"]
+
+
+def sweep_job() -> tuple[Path, list[str]] | None:
+    """In a sweep's job: the sweep directory and the job's values of the swept keys (`learning_rate=0.001`, the
+    last part of a key unless two swept keys share it); None outside a sweep."""
+    from hydra.core.hydra_config import HydraConfig
+    from hydra.core.override_parser.overrides_parser import OverridesParser
+    from hydra.types import RunMode
+
+    from hfx.redaction import redact_text
+
+    if not HydraConfig.initialized() or HydraConfig.get().mode != RunMode.MULTIRUN:
+        return None
+    hydra = HydraConfig.get()
+    sweep_dir = Path(hydra.sweep.dir)
+    parser = OverridesParser.create()
+    swept = set(hydra.sweeper.get("params") or {})  # a search space in config (the Optuna sweeper's params)
+    try:  # sweeps typed on the command line: a job sees its own values only; the sweep's line is in multirun.yaml
+        from omegaconf import OmegaConf
+
+        typed = OmegaConf.load(sweep_dir / "multirun.yaml").hydra.overrides.task
+        swept |= {o.key_or_group for o in parser.parse_overrides(list(typed)) if o.is_sweep_override()}
+    except Exception as e:  # the name falls back to the run directory's; nothing else depends on it
+        log.debug("W&B: no sweep overrides read from %s: %s", sweep_dir, e)
+    values = {o.key_or_group: o.get_value_element_as_str() for o in parser.parse_overrides(list(hydra.overrides.task))
+              if o.key_or_group in swept}
+    leaves = [key.rsplit(".", 1)[-1] for key in values]
+    return sweep_dir, [redact_text(f"{leaf if leaves.count(leaf) == 1 else key}={short_value(value)}")
+                       for key, leaf, value in zip(values, leaves, values.values(), strict=True)]
+
+
+def short_value(value: str) -> str:
+    """A float as 4 significant digits (Optuna samples 0.00031622776601683794); anything else as typed."""
+    try:
+        return format(float(value), ".4g") if any(c in value for c in ".eE") else value
+    except ValueError:
+        return value
+
+
+@contextmanager
+def final_evaluation(trainer: Any) -> Iterator[None]:
+    """The final evaluation, with transformers' W&B callback set aside: its `on_predict` logs the metrics of every
+    `trainer.predict` by itself (with no step), and hfx logs the final metrics once right after through
+    `trainer.log` (W&B history at the last step and summary, TensorBoard, log_history)."""
+    from transformers.integrations import WandbCallback
+
+    callback = trainer.pop_callback(WandbCallback)
+    try:
+        yield
+    finally:
+        if callback is not None:
+            trainer.add_callback(callback)
 
 
 def wandb_run_id(run_dir: Path) -> str:

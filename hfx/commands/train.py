@@ -67,7 +67,7 @@ def train(cfg: DictConfig, run_path: Path) -> dict[str, Any]:
     from hfx.checkpointing import loss_before, stopped_by
     from hfx.distributed import is_main_process
     from hfx.errors import Stopped
-    from hfx.loggers import finish_logger, setup_logger
+    from hfx.loggers import final_evaluation, finish_logger, setup_logger
     from hfx.plots import plot_curves
     from hfx.provenance import environment
     from hfx.resume import log_changes
@@ -100,9 +100,10 @@ def train(cfg: DictConfig, run_path: Path) -> dict[str, Any]:
         step = trainer.state.global_step
         raise Stopped(f"stopped by {signal.Signals(signum).name} at step {step} with a checkpoint "
                       f"({run_dir.checkpoints / f'checkpoint-{step}'}); continue with: hfx train resume={run_dir.path}")
-    evaluation = run.task.evaluate(trainer, run.features["eval"], run.raw["eval"], run.tokenizer, run.settings,
-                                   run.labels)
-    trainer.log(evaluation.metrics)
+    with final_evaluation(trainer):  # W&B would log trainer.predict's metrics by itself: they go once, below
+        evaluation = run.task.evaluate(trainer, run.features["eval"], run.raw["eval"], run.tokenizer, run.settings,
+                                       run.labels)
+    trainer.log(evaluation.metrics)  # the final metrics, once: every tracker, log_history
 
     metrics = {**evaluation.metrics, **{k: v for k, v in result.metrics.items() if k != "total_flos"}}
     metrics.update(world_size=trainer.args.world_size, setup_s=round(setup_s, 2), **parameter_counts(run.model),
