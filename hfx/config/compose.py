@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import dataclasses
 import re
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -27,14 +28,7 @@ IMPORT_PATH = re.compile(r"^[A-Za-z_]\w*(\.[A-Za-z_]\w*)+$")
 
 def refuse_instantiate_overrides(args: list[str]) -> None:
     """Any override (hydra.* included: Hydra instantiates its callbacks) whose key holds `_target_` and the like."""
-    skip = False
-    for a in args:
-        if skip:
-            skip = False
-            continue
-        if a in _FLAGS_WITH_VALUE:
-            skip = True
-            continue
+    for a in arguments(args):
         key = a.partition("=")[0].lstrip("+~")
         if not a.startswith("-") and INSTANTIATE_KEYS & set(re.split(r"[./@]", key)):
             raise HfxError(_import_path_refused(key))
@@ -71,18 +65,19 @@ def _import_path_refused(key: str) -> str:
 
 def user_overrides(args: list[str]) -> list[str]:
     """The key=value overrides among a command's arguments, minus Hydra's flags and `hydra.*` settings."""
-    out, skip = [], False
+    return [a for a in arguments(args) if not a.startswith("-") and not a.lstrip("+~").startswith(("hydra.", "hydra/"))]
+
+
+def arguments(args: list[str]) -> Iterator[str]:
+    """A command's arguments without the values of Hydra's flags that take one (`--config-dir <dir>`)."""
+    skip = False
     for a in args:
         if skip:
             skip = False
-            continue
-        if a in _FLAGS_WITH_VALUE:
+        elif a in _FLAGS_WITH_VALUE:
             skip = True
-            continue
-        if a.startswith("-") or a.lstrip("+~").startswith(("hydra.", "hydra/")):
-            continue
-        out.append(a)
-    return out
+        else:
+            yield a
 
 
 def quoted(value: str) -> str:
