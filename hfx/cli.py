@@ -21,7 +21,9 @@ commands:
 
 `hfx train --help` shows the config groups and their options; `hfx train --cfg job` prints the composed config;
 `hfx train -m trainer.learning_rate=1e-4,3e-4` runs a sweep
-(`-m hparams_search=sequence_classification`: an Optuna search). Set HYDRA_FULL_ERROR=1 for tracebacks."""
+(`-m hparams_search=sequence_classification`: an Optuna search); `hfx train resume=<run dir>|auto` continues a
+run from its newest checkpoint (SIGTERM / Ctrl-C during training saves one and exits 75). Set HYDRA_FULL_ERROR=1
+for tracebacks."""
 
 # command -> the module under hfx.commands whose main(args) runs it (imported only when used).
 COMMANDS = {"train": "train", "check": "check", "predict": "predict", "evaluate": "evaluate",
