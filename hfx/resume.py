@@ -52,9 +52,9 @@ def resume_args(args: list[str]) -> list[str]:
     from hfx.rundir import resolved_config
 
     new = resolved_config(compose("train", user_overrides(new_args)))
-    refused = [k for k in changed_keys(old, new) if not safe(k)]
+    refused = {k: v for k, v in changes(old, new).items() if not safe(k)}
     if refused:
-        shown = "; ".join(f"{k}: {lookup(old, k)!r} -> {lookup(new, k)!r}" for k in refused)
+        shown = "; ".join(f"{k}: {was!r} -> {now!r}" for k, (was, now) in refused.items())
         raise UsageError(f"resume={value}: these overrides change the result of the run in {path}, so it cannot "
                          f"continue with them: {shown} (start a new run instead, or drop them)")
     return new_args
@@ -105,17 +105,18 @@ def flatten(d: Any, prefix: str = "") -> dict[str, Any]:
     return out
 
 
-def changed_keys(old: dict[str, Any], new: dict[str, Any]) -> list[str]:
+def changes(old: dict[str, Any], new: dict[str, Any]) -> dict[str, tuple[Any, Any]]:
+    """Dotted key -> (old value, new value) for every key whose value differs, sorted by key."""
     a, b = flatten(old), flatten(new)
-    return sorted(k for k in a.keys() | b.keys() if a.get(k) != b.get(k))
+    return {k: (a.get(k), b.get(k)) for k in sorted(a.keys() | b.keys()) if a.get(k) != b.get(k)}
+
+
+def changed_keys(old: dict[str, Any], new: dict[str, Any]) -> list[str]:
+    return list(changes(old, new))
 
 
 def safe(key: str) -> bool:
     return any(fnmatch.fnmatchcase(key, pattern) for pattern in SAFE_TO_CHANGE)
-
-
-def lookup(d: dict[str, Any], key: str) -> Any:
-    return flatten(d).get(key)
 
 
 def log_changes(old_config: Path, new: dict[str, Any]) -> None:
@@ -125,7 +126,7 @@ def log_changes(old_config: Path, new: dict[str, Any]) -> None:
     if not old_config.is_file():
         return
     old = OmegaConf.to_container(OmegaConf.load(old_config))
-    changes = [k for k in changed_keys(old, new) if k != "resume"]
-    if changes:
+    changed = {k: v for k, v in changes(old, new).items() if k != "resume"}
+    if changed:
         log.info("resuming with changed settings: %s",
-                 ", ".join(f"{k}={lookup(new, k)!r} (was {lookup(old, k)!r})" for k in changes))
+                 ", ".join(f"{k}={now!r} (was {was!r})" for k, (was, now) in changed.items()))

@@ -53,13 +53,14 @@ def train_job(cfg: DictConfig, run_path: Path) -> float | None:
     from hydra.core.hydra_config import HydraConfig
 
     from hfx.config.compose import drop_option_files
-    from hfx.sweeps import limit_threads
+    from hfx.sweeps import limit_threads, objective_value
 
     drop_option_files(cfg, list(HydraConfig.get().overrides.task))
     limit_threads(HydraConfig.get())  # parallel jobs of a sweep share the machine's cores
     metrics = train(cfg, run_path)
-    # Sweepers (Optuna) read the objective from the job's return value.
-    return objective(cfg, metrics)
+    # Sweepers (Optuna) read the objective from the job's return value: optimized_metric, else
+    # eval_<trainer.metric_for_best_model>, else eval_loss (hfx/sweeps.py).
+    return objective_value(cfg, metrics)
 
 
 def train(cfg: DictConfig, run_path: Path) -> dict[str, Any]:
@@ -132,14 +133,6 @@ def resume_from(cfg: DictConfig, run_dir: Any, main: bool) -> str | None:
         return None
     log.info("resuming from %s", checkpoint)
     return str(checkpoint)
-
-
-def objective(cfg: DictConfig, metrics: dict[str, Any]) -> float | None:
-    """`optimized_metric` (hparams_search sets it), else eval_<trainer.metric_for_best_model>, else eval_loss; an
-    explicit `optimized_metric` the run did not report fails the job with the metrics it did report."""
-    from hfx.sweeps import objective_value
-
-    return objective_value(cfg, metrics)
 
 
 def parameter_counts(model: Any) -> dict[str, int]:
