@@ -22,6 +22,10 @@ class Architecture:
     tokenizer: str = "bpe"
     # Buildable from a config with `model.architecture=<model_type>` (tested).
     buildable: bool = False
+    # IA3 (peft=ia3) when peft.target_modules is empty: the scaled modules (keys, values, feed-forward output) and,
+    # of those, the feed-forward ones (scaled on their input); peft's own defaults for these families.
+    ia3_targets: tuple[str, ...] = ()
+    ia3_feedforward: tuple[str, ...] = ()
 
     @property
     def is_encoder_only(self) -> bool:
@@ -32,21 +36,23 @@ ARCHITECTURES: Registry[Architecture] = Registry("architecture")
 
 
 def _add(model_type: str, shape: str, lora_targets: tuple[str, ...] = (), tokenizer: str = "bpe",
-         buildable: bool = False) -> None:
-    ARCHITECTURES.add(model_type, Architecture(model_type, shape, lora_targets, tokenizer, buildable))
+         buildable: bool = False, ia3: tuple[tuple[str, ...], tuple[str, ...]] = ((), ())) -> None:
+    ARCHITECTURES.add(model_type, Architecture(model_type, shape, lora_targets, tokenizer, buildable, *ia3))
 
 
-_add("bert", ENCODER, ("query", "value"), "wordpiece", buildable=True)
-_add("roberta", ENCODER, ("query", "value"), "wordpiece", buildable=True)
-_add("distilbert", ENCODER, ("q_lin", "v_lin"), "wordpiece", buildable=True)
+_BERT_IA3 = (("key", "value", "output.dense"), ("output.dense",))
+_add("bert", ENCODER, ("query", "value"), "wordpiece", buildable=True, ia3=_BERT_IA3)
+_add("roberta", ENCODER, ("query", "value"), "wordpiece", buildable=True, ia3=_BERT_IA3)
+_add("distilbert", ENCODER, ("q_lin", "v_lin"), "wordpiece", buildable=True,
+     ia3=(("k_lin", "v_lin", "lin2"), ("lin2",)))
 for _encoder in ("albert", "electra", "deberta", "deberta-v2", "xlm-roberta", "mpnet", "camembert", "modernbert",
                  "ernie"):
     _add(_encoder, ENCODER, tokenizer="wordpiece")
 for _decoder in ("llama", "mistral", "qwen2"):
-    _add(_decoder, DECODER, ("q_proj", "v_proj"), buildable=True)
-_add("gpt2", DECODER, ("c_attn",), buildable=True)
-_add("bart", ENCODER_DECODER, ("q_proj", "v_proj"), buildable=True)
-_add("t5", ENCODER_DECODER, ("q", "v"), buildable=True)
+    _add(_decoder, DECODER, ("q_proj", "v_proj"), buildable=True, ia3=(("k_proj", "v_proj", "down_proj"), ("down_proj",)))
+_add("gpt2", DECODER, ("c_attn",), buildable=True, ia3=(("c_attn", "mlp.c_proj"), ("mlp.c_proj",)))
+_add("bart", ENCODER_DECODER, ("q_proj", "v_proj"), buildable=True, ia3=(("k_proj", "v_proj", "fc2"), ("fc2",)))
+_add("t5", ENCODER_DECODER, ("q", "v"), buildable=True, ia3=(("k", "v", "wo"), ("wo",)))
 
 
 def architecture(model_type: str | None) -> Architecture | None:

@@ -51,7 +51,9 @@ def chat_template_from(with_input: str, no_input: str) -> str:
     """A Jinja chat template that renders a user message with the Alpaca-style format strings.
 
     The user message carries `instruction` and `input` (falling back to `content`); the assistant message is
-    the bare response. The prompt ends where the response starts, so add_generation_prompt adds nothing."""
+    the bare response, closed by EOS when more turns follow (as every trained response ends), so a conversation
+    renders as its turns' training examples one after another. The prompt ends where the response starts, so
+    add_generation_prompt adds nothing."""
     a = _jinja(_template_pieces(with_input, "prompt_template", ("instruction", "input")))
     b = _jinja(_template_pieces(no_input, "prompt_template_no_input", ("instruction",)))
     return (
@@ -61,6 +63,7 @@ def chat_template_from(with_input: str, no_input: str) -> str:
         "{%- set extra_input = message['input'] if message['input'] is defined and message['input'] else '' -%}"
         "{%- if extra_input -%}" + a + "{%- else -%}" + b + "{%- endif -%}"
         "{%- elif message['role'] == 'assistant' -%}{{ message['content'] }}"
+        "{%- if not loop.last and eos_token is defined -%}{{ eos_token }}{%- endif -%}"
         "{%- endif -%}"
         "{%- endfor -%}"
     )
@@ -97,3 +100,59 @@ def prompt_text(tokenizer: Any, template: str, instruction: str, extra_input: st
         add_generation_prompt=True,
         tokenize=False,
     )
+
+
+# The roles of a conversation (`hfx predict messages=...`); the reply generated is the assistant's.
+ROLES = ("system", "user", "assistant")
+EXAMPLE = '[{"role": "user", "content": "hi"}]'
+
+
+def check_messages(messages: Any) -> list[dict[str, str]]:
+    """A conversation as `hfx predict` takes it: a list of {role, content}, roles system / user / assistant, the
+    last turn the user's (the assistant's reply to it is generated)."""
+    if not isinstance(messages, list) or not messages:
+        raise HfxError(
+            f"messages: expected a list of {{role, content}} objects, e.g. {EXAMPLE}; got "
+            f"{json.dumps(messages, ensure_ascii=False)[:80]}"
+        )
+    for i, message in enumerate(messages):
+        if not isinstance(message, dict) or not {"role", "content"} <= set(message):
+            raise HfxError(
+                f"messages[{i}]: expected an object with role and content, e.g. "
+                f'{{"role": "user", "content": "hi"}}; got {json.dumps(message, ensure_ascii=False)[:80]}'
+            )
+        if message["role"] not in ROLES:
+            raise HfxError(
+                f"messages[{i}].role: expected system, user or assistant, got "
+                f"{json.dumps(message['role'], ensure_ascii=False)}"
+            )
+        if not isinstance(message["content"], str):
+            raise HfxError(f"messages[{i}].content: expected text, got {json.dumps(message['content'])[:80]}")
+    if messages[-1]["role"] != "user":
+        raise HfxError(
+            f"messages: the last message must be the user's (the assistant's reply to it is generated); "
+            f"got {messages[-1]['role']}"
+        )
+    return messages
+
+
+def check_rendered(tokenizer: Any, messages: list[dict[str, str]]) -> str:
+    """The prompt the tokenizer's chat template renders for a conversation; every message must be in it, in order
+    (a template that drops a role, as the instruction template drops `system`, is refused rather than ignored)."""
+    try:
+        prompt = tokenizer.apply_chat_template(messages, add_generation_prompt=True, tokenize=False)
+    except Exception as e:  # jinja2's TemplateError, or a tokenizer without a chat template (ValueError)
+        reason = str(e).strip().splitlines()[0] if str(e).strip() else ""
+        raise HfxError(
+            f"messages: the run's chat template cannot render them ({type(e).__name__}: {reason})"
+        ) from e
+    at = 0
+    for i, message in enumerate(messages):
+        found = prompt.find(message["content"].strip(), at)
+        if found < 0:
+            raise HfxError(
+                f"messages[{i}]: the run's chat template leaves this {message['role']} message out of "
+                f"the prompt; drop it, or train with a chat template that renders {message['role']} turns"
+            )
+        at = found + len(message["content"].strip())
+    return prompt

@@ -15,19 +15,27 @@ commands:
   train        compose conf/ with your overrides and fine-tune    hfx train model=minilm peft=lora trainer.learning_rate=3e-4
   predict      serve a trained run through transformers.pipeline  hfx predict run=<run dir> input="a great film"
   evaluate     evaluate a saved run on another split or file      hfx evaluate run=<run dir> dataset.eval_split=test
+               (zero-shot, no run: hfx predict model=minilm candidate_labels=[a,b] input=...;
+                hfx evaluate model=minilm zero_shot=true dataset=sst2 ...)
+  export       a run's model as a standalone, verified folder     hfx export run=<run dir> [dtype=bfloat16] [merge=true]
+  attention    attention heatmaps per layer and head (PNG, HTML)  hfx attention run=<run dir> input="a great film" layers=[0]
   check        a dry run: rows as the model sees them, parameters  hfx check model=tiny_bert (= hfx train --dry-run ...)
   experiments  list the experiment files (hfx train experiment=<name>)
   sweeps       a sweep's jobs ranked by its objective              hfx sweeps [<sweep dir>] (default: the newest under multirun/)
+  dashboard    trackio's dashboard on localhost (logger=trackio)   hfx dashboard [<sweep dir>] [port=7860]
+  report       report.html with plots for a run or a sweep         hfx report [<run or sweep dir>] (default: the newest)
 
 `hfx train --help` shows the config groups and their options; `hfx train --cfg job` prints the composed config;
 `hfx train -m trainer.learning_rate=1e-4,3e-4` runs a sweep
 (`-m hparams_search=sequence_classification`: an Optuna search); `hfx train resume=<run dir>|auto` continues a
-run from its newest checkpoint (SIGTERM / Ctrl-C during training saves one and exits 75). Set HYDRA_FULL_ERROR=1
-for tracebacks."""
+run from its newest checkpoint (SIGTERM / Ctrl-C during training saves one and exits 75);
+`hfx train launch=ddp launch.num_processes=2` trains on 2 processes under accelerate launch (launch=fsdp,
+deepspeed_zero2/3, multi_node: docs/launch.md). Set HYDRA_FULL_ERROR=1 for tracebacks."""
 
 # command -> the module under hfx.commands whose main(args) runs it (imported only when used).
 COMMANDS = {"train": "train", "check": "check", "predict": "predict", "evaluate": "evaluate",
-            "experiments": "experiments", "sweeps": "sweeps"}
+            "export": "export", "attention": "attention", "experiments": "experiments", "sweeps": "sweeps",
+            "report": "report", "dashboard": "dashboard"}
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -13,7 +13,7 @@ from typing import Any
 from omegaconf import DictConfig, OmegaConf
 
 from hfx.distributed import main_process_first
-from hfx.errors import HfxError, one_of
+from hfx.errors import HfxError
 from hfx.files import new_dir
 from hfx.registry import Registry
 
@@ -113,8 +113,17 @@ def builder_for(files: list[str], key: str) -> str:
     return found.pop()
 
 
-def load_splits(dcfg: DictConfig, seed: int, eval_only: bool = False) -> Any:
-    """DatasetDict with `train` and `eval` splits (only `eval` with eval_only), carved and capped as the config says."""
+def load_splits(dcfg: DictConfig, seed: int, eval_only: bool = False, columns: Any = None) -> Any:
+    """DatasetDict with `train` and `eval` splits (only `eval` with eval_only), after the data operations the
+    config sets (hfx/dataops.py: renaming, filters, carving, shuffling, caps). `columns`: the task's column roles
+    (TaskSettings.columns), which the operations read; None when no operation needs them."""
+    from hfx.dataops import apply_ops
+
+    return apply_ops(read_splits(dcfg, eval_only), dcfg, seed, eval_only, columns)
+
+
+def read_splits(dcfg: DictConfig, eval_only: bool = False) -> Any:
+    """The data as read (DatasetDict of every split it has), before any data operation."""
     import datasets
 
     # datasets logs a parser's failure itself before raising; hfx reports it (root_cause) in its one line.
@@ -139,42 +148,7 @@ def load_splits(dcfg: DictConfig, seed: int, eval_only: bool = False) -> Any:
         if re.match(r'Instruction ".+" corresponds to no data', str(cause)):
             raise HfxError(f"dataset: no rows in the {split} file {files} (empty, or a header only)") from e
         raise HfxError(f"dataset: cannot read {files} ({root_cause(cause)})") from e
-    if eval_only and dcfg.eval_split in loaded:  # evaluating a finished run on a file or split of its own
-        return datasets.DatasetDict(eval=_nonempty(_cap(loaded[dcfg.eval_split], dcfg.max_eval_samples), "eval"))
-    if dcfg.train_split not in loaded:
-        raise one_of("dataset split (dataset.train_split)", dcfg.train_split, loaded.keys())
-    train = loaded[dcfg.train_split]
-    if dcfg.eval_split in loaded and dcfg.validation_split is not None:
-        raise HfxError(f"dataset.validation_split: the data has its own '{dcfg.eval_split}' split, so carving "
-                       f"{dcfg.validation_split} of train as well is a conflict; drop one (dataset.validation_split=null "
-                       "evaluates on that split)")
-    if dcfg.eval_split in loaded:
-        evaluation = loaded[dcfg.eval_split]
-    elif dcfg.validation_split:
-        if not 0 < dcfg.validation_split < 1:
-            raise HfxError(f"dataset.validation_split: expected a fraction in (0, 1), got {dcfg.validation_split}")
-        try:
-            parts = train.train_test_split(test_size=dcfg.validation_split, seed=seed, shuffle=dcfg.validation_shuffle)
-        except ValueError as e:  # too few rows to carve from
-            raise HfxError(f"dataset.validation_split: {str(e).splitlines()[0]}") from e
-        train, evaluation = parts["train"], parts["test"]
-    else:
-        raise HfxError(
-            f"dataset: no '{dcfg.eval_split}' split (have {', '.join(loaded)}); "
-            "set dataset.eval_split or dataset.validation_split (a fraction of train)"
-        )
-    evaluation = _nonempty(_cap(evaluation, dcfg.max_eval_samples), "eval")
-    if eval_only:
-        return datasets.DatasetDict(eval=evaluation)
-    train = _nonempty(_cap(train, dcfg.max_train_samples), "train")
-    return datasets.DatasetDict(train=train, eval=evaluation)
-
-
-def _nonempty(split: Any, which: str) -> Any:
-    if len(split) == 0:
-        name = "training" if which == "train" else "evaluation"
-        raise HfxError(f"dataset: the {name} split is empty (check dataset.max_{which}_samples and the {which} file)")
-    return split
+    return loaded
 
 
 def _failing_split(builder: str, data_files: dict[str, list[str]], error: BaseException
@@ -204,12 +178,6 @@ def root_cause(e: BaseException) -> str:
     e = arrow[0] if arrow else chain[-1]
     text = str(e).strip().splitlines()[0] if str(e).strip() else ""
     return f"{type(e).__name__}: {text}" if text else type(e).__name__
-
-
-def _cap(split: Any, n: int | None) -> Any:
-    if n is None or n < 0:
-        return split
-    return split.select(range(min(n, len(split))))
 
 
 def column(split: Any, name: str) -> list[Any]:

@@ -1,10 +1,13 @@
-"""Process-rank helpers that work before and without torch.distributed being initialised."""
+"""Process-rank helpers that work before and without torch.distributed being initialised, and the hand-over from
+the process that launches ranks (`hfx train launch=ddp ...`) to them."""
 
 from __future__ import annotations
 
 import contextlib
+import json
 import os
 from collections.abc import Iterator
+from typing import Any
 
 
 def world_size() -> int:
@@ -17,6 +20,54 @@ def rank() -> int:
 
 def is_main_process() -> bool:
     return rank() == 0
+
+
+# Set in every process that torchrun / `accelerate launch` starts (accelerate's single-process launch sets only the
+# last): such a process is a rank and must not launch again.
+LAUNCHER_ENV = ("LOCAL_RANK", "WORLD_SIZE", "RANK", "ACCELERATE_MIXED_PRECISION")
+
+
+def under_launcher() -> bool:
+    return any(name in os.environ for name in LAUNCHER_ENV)
+
+
+# The resolved config (JSON) of the process that ran `hfx train launch=...`, for the ranks it starts. An environment
+# variable rather than a file: it holds the secrets (API keys, tokens) that no file a run writes may hold.
+FROZEN_CONFIG_ENV = "HFX_LAUNCH_CONFIG"
+
+
+def run_child(command: list[str], env: dict[str, str]) -> int:
+    """The launcher as a child process. SIGTERM to hfx goes on to it (its ranks save a checkpoint and stop);
+    Ctrl-C reaches every process of the terminal's group by itself, so here it only must not end the wait."""
+    import signal
+    import subprocess
+
+    child = subprocess.Popen(command, env=env)
+
+    def forward(signum: int, frame: Any) -> None:
+        with contextlib.suppress(ProcessLookupError):
+            child.send_signal(signum)
+
+    previous = {}
+    with contextlib.suppress(ValueError):  # not the main thread: leave the handlers alone
+        previous = {signal.SIGTERM: signal.signal(signal.SIGTERM, forward),
+                    signal.SIGINT: signal.signal(signal.SIGINT, lambda signum, frame: None)}
+    try:
+        return child.wait()
+    finally:
+        for signum, handler in previous.items():
+            signal.signal(signum, handler)
+
+
+def frozen_config(cfg: Any) -> Any:
+    """In a rank that hfx launched: the launching process's resolved config, typed again (so every rank has the
+    same run directory and `${now:...}` values); otherwise cfg."""
+    text = os.environ.get(FROZEN_CONFIG_ENV)
+    if text is None or not under_launcher():
+        return cfg
+    from hfx.config.store import typed_train_config
+
+    return typed_train_config(json.loads(text), "the launching process's config")
 
 
 @contextlib.contextmanager

@@ -58,8 +58,11 @@ def load_config(mcfg: DictConfig, tokenizer: Any, extra: dict[str, Any]) -> Any:
 
 def check_tokenizer_fits(config: Any, tokenizer: Any, vocab_overridden: bool = False) -> None:
     """A tokenizer whose ids or lengths the model cannot embed fails here, not as an index error in training."""
+    from hfx.special_tokens import base_size
+
     vocab = getattr(config, "vocab_size", None)
-    if vocab is not None and len(tokenizer) > vocab:
+    # Tokens the run adds (tokenizer.add_tokens / special_tokens) get new embedding rows: only the rest must fit.
+    if vocab is not None and base_size(tokenizer) > vocab:
         key = "model.config.vocab_size" if vocab_overridden else "tokenizer"
         raise HfxError(f"{key}: the tokenizer has {len(tokenizer)} tokens but the model embeds {vocab} "
                        "(its vocab_size); use the model's own tokenizer (tokenizer=auto) or a vocabulary that fits")

@@ -16,6 +16,7 @@ log = logging.getLogger("hfx")
 # Keys a resumed run may change: they do not change what is trained (glob patterns on dotted keys).
 SAFE_TO_CHANGE = (
     "resume", "experiment_name", "cache_dir", "num_predictions", "logger", "logger.*",
+    "launch.main_process_ip", "launch.main_process_port", "launch.machine_rank", "launch.print_only",
     "trainer.logging_*", "trainer.eval_strategy", "trainer.eval_steps", "trainer.eval_on_start",
     "trainer.per_device_eval_batch_size", "trainer.eval_accumulation_steps", "trainer.save_*",
     "trainer.max_steps", "trainer.num_train_epochs", "trainer.disable_tqdm", "trainer.dataloader_num_workers",
@@ -29,10 +30,19 @@ def resume_value(args: list[str]) -> str | None:
     return values[-1] if values else None
 
 
+def saved_config(path: Path) -> dict[str, Any]:
+    """A run's saved config.yaml typed by this version's schemas: keys an earlier hfx did not save (a new
+    section, a new field) read as their defaults, so they do not count as changes."""
+    from omegaconf import OmegaConf
+
+    from hfx.config.store import typed_train_config
+
+    return OmegaConf.to_container(typed_train_config(OmegaConf.load(path), str(path)), resolve=True)
+
+
 def resume_args(args: list[str]) -> list[str]:
     """The arguments that resume the run `resume=` names: its saved overrides, then the user's, in its directory.
     Raises UsageError (nothing written) when the run cannot be resumed or an override changes the result."""
-    from omegaconf import OmegaConf
 
     from hfx.config.compose import compose, user_overrides
 
@@ -48,7 +58,7 @@ def resume_args(args: list[str]) -> list[str]:
     given = {a.partition("=")[0].lstrip("+~") for a in others}
     saved = saved_overrides(path, value, given)
     new_args = [*saved, *others, f"resume={path}", f"hydra.run.dir={path}"]
-    old = OmegaConf.to_container(OmegaConf.load(path / "config.yaml"))
+    old = saved_config(path / "config.yaml")
     from hfx.rundir import resolved_config
 
     new = resolved_config(compose("train", user_overrides(new_args)))
@@ -121,11 +131,10 @@ def safe(key: str) -> bool:
 
 def log_changes(old_config: Path, new: dict[str, Any]) -> None:
     """Name in the log what a resumed run changed (only safe keys get this far)."""
-    from omegaconf import OmegaConf
 
     if not old_config.is_file():
         return
-    old = OmegaConf.to_container(OmegaConf.load(old_config))
+    old = saved_config(old_config)
     changed = {k: v for k, v in changes(old, new).items() if k != "resume"}
     if changed:
         log.info("resuming with changed settings: %s",

@@ -31,22 +31,26 @@ class Data:
 @dataclass
 class Prepared(Data):
     model: Any = None
+    # What `freeze` froze, compactly (None when nothing was): metrics.json's `frozen`.
+    frozen: str | None = None
 
 
 def prepare_data(cfg: DictConfig, tokenizer: Any = None, labels: list[str] | None = None,
                  eval_only: bool = False) -> Data:
     """Raw splits checked by the task, a tokenizer (built, or the given one), labels and cached features."""
     from hfx.data import load_splits, tokenize_splits
+    from hfx.dataops import filter_tokens
     from hfx.tasks import TASKS, task_settings
     from hfx.tokenizer import build_tokenizer
 
     task = TASKS.get(cfg.task.name)
     settings = task_settings(cfg, task)
-    raw = load_splits(cfg.dataset, cfg.trainer.seed, eval_only=eval_only)
+    raw = load_splits(cfg.dataset, cfg.trainer.seed, eval_only=eval_only, columns=settings.columns)
     task.validate_data(raw, settings)
     if tokenizer is None:
         tokenizer = build_tokenizer(cfg.tokenizer, cfg.model, lambda: task.training_texts(raw["train"], settings),
                                     cfg.cache_dir, raw["train"]._fingerprint)
+    raw = filter_tokens(raw, cfg.dataset, tokenizer, settings.columns)  # needs the tokenizer: the last data op
     if labels is None and not eval_only:
         labels = task.label_names(raw, settings)
     features = tokenize_splits(raw, task, tokenizer, settings, labels, cfg.cache_dir)
@@ -58,7 +62,9 @@ def prepare(cfg: DictConfig) -> Prepared:
     from transformers import set_seed
 
     from hfx.adapters import apply_peft
+    from hfx.freezing import apply_freeze
     from hfx.model import build_model, load_config
+    from hfx.special_tokens import fit_embeddings, new_token_ids
     from hfx.trainer import attention_implementation
 
     set_seed(cfg.trainer.seed)
@@ -69,8 +75,11 @@ def prepare(cfg: DictConfig) -> Prepared:
     # The Trainer seeds only when it is created, after new heads exist: seed here so runs repeat.
     set_seed(cfg.trainer.seed)
     built = build_model(cfg.model, task.auto_model_class(), model_config, attention_implementation(cfg))
-    model = apply_peft(built.model, cfg.peft, built.fresh_modules, task.peft_task_type, task.head_modules)
-    return Prepared(task, data.raw, data.tokenizer, data.labels, data.features, data.settings, model)
+    fit_embeddings(built.model, data.tokenizer)  # rows for the tokens tokenizer.add_tokens / special_tokens added
+    model = apply_peft(built.model, cfg.peft, built.fresh_modules, task.peft_task_type, task.head_modules,
+                       new_token_ids(data.tokenizer))
+    frozen = apply_freeze(model, cfg.freeze, task.head_modules, built.fresh_modules)
+    return Prepared(task, data.raw, data.tokenizer, data.labels, data.features, data.settings, model, frozen)
 
 
 @dataclass
@@ -99,9 +108,20 @@ class FinishedRun:
 
         return AutoTokenizer.from_pretrained(str(self.model_dir))
 
+    @property
+    def adapter(self) -> bool:
+        """The model was saved as a PEFT adapter beside its base (prefix / prompt tuning, peft.merge_on_save=false)."""
+        from hfx.saved_adapters import has_adapter
+
+        return has_adapter(self.model_dir)
+
     def model(self) -> Any:
         from transformers import AutoConfig
 
+        if self.adapter:
+            from hfx.saved_adapters import load_adapter
+
+            return load_adapter(self.task.auto_model_class(), self.model_dir, self.cfg.model)
         config = AutoConfig.from_pretrained(str(self.model_dir))
         return self.task.auto_model_class().from_pretrained(str(self.model_dir), config=config,
                                                                     use_safetensors=True)

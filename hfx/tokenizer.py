@@ -28,7 +28,10 @@ SPECIALS = {"unk_token": "[UNK]", "pad_token": "[PAD]", "cls_token": "[CLS]", "s
 
 
 def build_tokenizer(tcfg: DictConfig, mcfg: DictConfig, texts: TextSource, cache_dir: str, data_key: str) -> Any:
+    from hfx.special_tokens import add_configured_tokens
+
     tok = TOKENIZERS.get(tcfg.kind)(tcfg, mcfg, texts, cache_dir, data_key)
+    tok = add_configured_tokens(tok, tcfg, texts)  # tokenizer.add_tokens / special_tokens
     tok.model_max_length = tcfg.max_length
     return tok
 

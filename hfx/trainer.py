@@ -71,6 +71,8 @@ def training_arguments(cfg: DictConfig, task_args: dict[str, Any], output_dir: P
                        seq2seq: bool = False) -> Any:
     from transformers import Seq2SeqTrainingArguments, TrainingArguments
 
+    from hfx.loggers import run_name, trackio_project
+
     tcfg = OmegaConf.to_container(cfg.trainer, resolve=True)
     kwargs = {k: v for k, v in tcfg.items() if k not in _HANDLED}
     kwargs.update(tcfg["extra"])
@@ -82,7 +84,10 @@ def training_arguments(cfg: DictConfig, task_args: dict[str, Any], output_dir: P
         "bf16": use_bf16(cfg.trainer),
         "output_dir": str(output_dir),
         "report_to": report_to or "none",
-        "run_name": f"{cfg.experiment_name}-{output_dir.parent.name}",
+        # Every tracker names the run alike (the sweep's values in a sweep); trackio's callback takes its project
+        # from here.
+        "run_name": run_name(cfg.experiment_name, output_dir.parent),
+        "project": trackio_project(cfg),
         "use_cpu": on_cpu(cfg.trainer),
     }
     if average is not None:

@@ -65,8 +65,14 @@ FILES: dict[str, str | bytes] = {
     "empty.jsonl": "\n",
     "latin1.txt": "café crème\n".encode("latin-1"),
     "empty_dir/": "",
-    # A `wandb` that cannot be imported (PYTHONPATH puts it first), as when the package is not installed.
-    "shadow/wandb/__init__.py": "raise ImportError(\"No module named 'wandb'\")\n",
+    # No `wandb` to find or import (PYTHONPATH runs this first), as when the package is not installed.
+    "shadow/sitecustomize.py": (
+        "import sys\n"
+        "class NotInstalled:\n"
+        "    def find_spec(self, name, path=None, target=None):\n"
+        "        if name.split('.')[0] == 'wandb':\n"
+        "            raise ModuleNotFoundError(f\"No module named '{name}'\", name=name)\n"
+        "sys.meta_path.insert(0, NotInstalled())\n"),
 }
 
 FREE_TEXT = """it's "great", isn't it? a=b, c=${d}"""
@@ -129,6 +135,15 @@ CASES = [
          ("trainer.num_train_epochs", "positive")),
     Case("validation-split-out-of-range", "a fraction above 1", ("train", "dataset.validation_split=1.5"), 2,
          ("dataset.validation_split", "(0, 1)", "1.5")),
+    Case("split-fractions-over-one", "validation and test fractions that leave no training rows",
+         ("train", "dataset.data_files.train=train.csv", "dataset.validation_split=0.6", "dataset.test_split=0.5"), 2,
+         ("dataset.test_split", "0.6 + test_split 0.5 = 1.1", "less than 1")),
+    Case("filter-length-negative", "a negative length for a filter", ("train", "dataset.filter.max_chars=-5"), 2,
+         ("dataset.filter.max_chars", ">= 0", "-5")),
+    Case("unknown-dedupe-mode", "a dedupe mode that does not exist", ("train", "dataset.filter.dedupe=txt"), 2,
+         ("dataset.filter.dedupe", "text, text_label", "'txt'")),
+    Case("stratify-nothing-carved", "stratification without a split to carve", ("train", "dataset.stratify=true"), 2,
+         ("dataset.stratify", "dataset.validation_split")),
     Case("lora-rank-zero", "a LoRA rank out of range", ("train", "peft.r=0"), 2, ("peft.r", "positive")),
     Case("unknown-scheduler", "a value transformers does not know", ("train", "trainer.lr_scheduler_type=cosin"), 2,
          ("trainer.lr_scheduler_type", "cosin", "'cosine'")),
@@ -157,6 +172,11 @@ CASES = [
          ("dataset.data_dir: no data files", ".csv")),
     Case("empty-file", "an empty (0-byte) data file", ("train", "dataset.data_files.train=empty.csv"), 2,
          ("dataset.data_files.train", "'empty.csv' is empty")),
+    Case("rename-unknown-column", "a column to rename that the data does not have",
+         train("dataset.rename_columns.review=text"), 2,
+         ("dataset.rename_columns.review", "'review' is not in the train data", "columns: text, label")),
+    Case("keep-unknown-label", "a label to keep that the data does not have", train("dataset.keep_labels=[pos,neutral]"),
+         2, ("dataset.keep_labels", "'neutral' is not a label of the train data", "labels: neg, pos")),
     # --- data read by a training run (exit 1, its directory marked FAILED) ---
     Case("header-only-file", "a training file with a header and no rows", train(data=("header_only.csv", "validation.csv")),
          1, ("no rows in the train file", "header_only.csv")),
@@ -174,6 +194,8 @@ CASES = [
          ("training split is empty", "max_train_samples")),
     Case("validation-split-too-large", "a fraction that leaves no training rows",
          train("dataset.validation_split=0.99", data=("train.csv",)), 1, ("dataset.validation_split", "empty")),
+    Case("filter-removes-every-row", "a filter no training row passes", train("dataset.filter.min_chars=500"), 1,
+         ("dataset.filter.min_chars", "removed all 16 rows of the train split")),
     # --- the model (exit 1: found once the tokenizer or model exists) ---
     Case("too-long-for-the-model", "tokenizer.max_length beyond the model's positions",
          train("tokenizer.max_length=1024"), 1, ("tokenizer.max_length: 1024", "512"), slow=True),
@@ -233,6 +255,28 @@ CASES = [
          ("'latin1.txt' is not UTF-8",)),
     Case("predict-batch-size-zero", "a batch size out of range", ("predict", "run={run}", "input=hi", "batch_size=0"),
          2, ("batch_size", "positive")),
+    Case("predict-messages-unknown-role", "a conversation turn with a role chat templates do not have",
+         ("predict", "run={run}", 'messages=[{"role": "bot", "content": "hi"}]'), 2,
+         ('messages[0].role: expected system, user or assistant, got "bot"',)),
+    Case("predict-messages-for-a-classifier", "a conversation for a run that takes text",
+         ("predict", "run={run}", 'messages=[{"role": "user", "content": "hi"}]'), 2,
+         ("messages: a sequence_classification run takes text, text_pair, not a conversation",)),
+    # --- zero-shot classification, no run (exit 2, nothing written) ---
+    Case("zero-shot-no-model", "candidate labels without a model", ("predict", "candidate_labels=[sports,news]", "input=hi"),
+         2, ("model: zero-shot classification needs a pretrained model", "model=minilm")),
+    Case("zero-shot-from-scratch", "a model built from scratch for zero-shot",
+         ("predict", "model=tiny_bert", "candidate_labels=[sports,news]", "input=hi"), 2,
+         ("not one built from scratch (model.architecture=bert)",)),
+    Case("zero-shot-template-without-slot", "a hypothesis template with no {} for the label",
+         ("predict", "model=minilm", "candidate_labels=[sports,news]", "hypothesis_template=It is about sports.",
+          "input=hi"), 2, ("hypothesis_template: expected text with one {}", "'It is about sports.'")),
+    Case("zero-shot-description-not-a-candidate", "a description for a label that is not a candidate",
+         ("predict", "model=minilm", "candidate_labels=[sports,news]", "label_descriptions.sport=football", "input=hi"),
+         2, ("label_descriptions.sport: not a candidate label", "did you mean 'sports'")),
+    Case("zero-shot-label-not-a-candidate", "evaluation data with a label the candidates lack",
+         ("evaluate", "model=minilm", "candidate_labels=[pos]", "dataset.path=csv",
+          "dataset.data_files.validation=validation.csv"), 2,
+         ("candidate_labels: the data's label(s) neg are not among the candidates (pos)",)),
     # --- not bad at all: hfx must take them (exit 0) ---
     Case("predict-free-text", "free text with commas, quotes and = signs", ("predict", "run={run}", f"input={FREE_TEXT}"),
          0, (json.dumps(FREE_TEXT)[1:-1],)),

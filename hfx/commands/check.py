@@ -42,6 +42,7 @@ def main(args: list[str]) -> None:
              + (" (each sweep's first value)" if sweep else ""),
              f"data       {len(sample.raw['train'])} train / {len(sample.raw['eval'])} eval rows"
              + (f"; labels: {', '.join(map(str, sample.labels))}" if sample.labels else ""),
+             *(f"           {op}" for op in sample.ops),  # what each data operation did (hfx/dataops.py)
              f"tokenizer  {type(sample.tokenizer).__name__}, {len(sample.tokenizer)} tokens, "
              f"max_length {cfg.tokenizer.max_length}",
              "",
@@ -63,6 +64,7 @@ class Sample:
     tokenizer: Any
     labels: list[str] | None
     features: Any
+    ops: tuple[str, ...] = ()  # the data operations' log lines
 
 
 def sample_rows(cfg: DictConfig) -> Sample:
@@ -71,19 +73,22 @@ def sample_rows(cfg: DictConfig) -> Sample:
     import datasets
 
     from hfx.data import load_splits
+    from hfx.dataops import filter_tokens, recorded
     from hfx.tasks import TASKS, task_settings
     from hfx.tokenizer import build_tokenizer
 
     datasets.disable_progress_bars()  # a few rows: a bar per split would only clutter the report
     task = TASKS.get(cfg.task.name)
     settings = task_settings(cfg, task)
-    raw = load_splits(cfg.dataset, cfg.trainer.seed)
-    task.validate_data(raw, settings)
-    tokenizer = build_tokenizer(cfg.tokenizer, cfg.model, lambda: task.training_texts(raw["train"], settings),
-                                cfg.cache_dir, raw["train"]._fingerprint)
+    with recorded() as ops:
+        raw = load_splits(cfg.dataset, cfg.trainer.seed, columns=settings.columns)
+        task.validate_data(raw, settings)
+        tokenizer = build_tokenizer(cfg.tokenizer, cfg.model, lambda: task.training_texts(raw["train"], settings),
+                                    cfg.cache_dir, raw["train"]._fingerprint)
+        raw = filter_tokens(raw, cfg.dataset, tokenizer, settings.columns)
     labels = task.label_names(raw, settings)
     features = first_features(task, raw["train"], tokenizer, settings, labels)
-    return Sample(task, settings, raw, tokenizer, labels, features)
+    return Sample(task, settings, raw, tokenizer, labels, features, tuple(ops))
 
 
 def first_features(task: Any, train: Any, tokenizer: Any, settings: Any, labels: list[str] | None) -> Any:
@@ -113,7 +118,9 @@ def meta_model(cfg: DictConfig, sample: Sample) -> tuple[Any, list[str]]:
     import torch
 
     from hfx.adapters import apply_peft
+    from hfx.freezing import apply_freeze
     from hfx.model import load_config
+    from hfx.special_tokens import fit_embeddings, new_token_ids
 
     task = sample.task
     config = load_config(cfg.model, sample.tokenizer, task.model_kwargs(sample.labels))
@@ -122,7 +129,11 @@ def meta_model(cfg: DictConfig, sample: Sample) -> tuple[Any, list[str]]:
     with torch.device("meta"):
         model = task.auto_model_class().from_config(config, **remote)
     fresh = fresh_modules(model, cfg.model) if cfg.model.name_or_path else []
-    return apply_peft(model, cfg.peft, fresh, task.peft_task_type, task.head_modules), fresh
+    fit_embeddings(model, sample.tokenizer)  # rows for tokenizer.add_tokens / special_tokens
+    model = apply_peft(model, cfg.peft, fresh, task.peft_task_type, task.head_modules,
+                       new_token_ids(sample.tokenizer))
+    apply_freeze(model, cfg.freeze, task.head_modules, fresh)
+    return model, fresh
 
 
 def checkpoint_keys(name_or_path: str, revision: str | None) -> set[str] | None:

@@ -1,5 +1,6 @@
 """`hfx evaluate run=<run dir> [dataset.eval_split=test | dataset.data_files.validation=<file>]`: the run's saved
-model evaluated on another split or file, with the run's own config for everything else."""
+model evaluated on another split or file, with the run's own config for everything else. Without a run,
+`model=... zero_shot=true dataset=...` (or candidate_labels=[...]) scores a model zero-shot (hfx/zero_shot.py)."""
 
 from __future__ import annotations
 
@@ -12,20 +13,32 @@ from hfx.errors import HfxError
 
 
 def main(args: list[str]) -> None:
+    from hfx import zero_shot
     from hfx.commands.job import run_job
     from hfx.config.compose import validate
 
-    # dataset.* are overrides on the run's saved dataset config (typed by its schema when merged).
-    args = [f"+{a}" if a.startswith("dataset.") else a for a in args]
+    # dataset.* are overrides on the run's saved dataset config (typed by its schema when merged); zero-shot, on
+    # the dataset option's (`++`: added, or replacing the option's own value).
+    args = zero_shot.command_args([f"++{a}" if a.startswith("dataset.") else a for a in args])
     # The run, the dataset overrides and the evaluation data itself are checked before anything is written inside
     # the run directory (the job reuses the features cached here).
-    validate("evaluate", args, check_inputs)
-    run_job("evaluate", args, evaluate)
+    cfg = validate("evaluate", args, check_inputs)
+    run_job("evaluate", zero_shot.job_args(args) if zero_shot.requested(cfg) else args, evaluate)
 
 
 def check_inputs(cfg: DictConfig) -> None:
+    from hfx import zero_shot
     from hfx.stages import load_run, prepare_data
 
+    if zero_shot.requested(cfg):
+        zero_shot.check_evaluate(cfg)
+        return
+    if cfg.run is None:
+        raise HfxError("run: required and not given (run=<run dir>; or model=... zero_shot=true dataset=... for "
+                       "zero-shot evaluation)")
+    if cfg.model.name_or_path or cfg.model.architecture:
+        raise HfxError("model: a run is evaluated with its own model; model=... is for zero-shot evaluation "
+                       "(without run=)")
     if cfg.per_device_eval_batch_size < 1:
         raise HfxError(f"per_device_eval_batch_size: expected a positive number, got {cfg.per_device_eval_batch_size}")
     run = load_run(cfg.run)
@@ -59,10 +72,13 @@ def evaluation_config(run: Any, cfg: DictConfig) -> DictConfig:
 
 
 def evaluate(cfg: DictConfig, out_path: Path) -> dict[str, Any]:
+    from hfx import zero_shot
     from hfx.rundir import RunDir, print_summary
     from hfx.stages import load_run, prepare_data
     from hfx.trainer import build_trainer
 
+    if zero_shot.requested(cfg):
+        return zero_shot.evaluate(cfg, out_path)
     run = load_run(cfg.run)
     saved = evaluation_config(run, cfg)
 

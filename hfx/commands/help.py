@@ -21,7 +21,7 @@ def print_train_help() -> None:
     groups = sorted((p.name for p in conf_dir().iterdir() if p.is_dir()),
                     key=lambda g: (GROUP_ORDER.index(g) if g in GROUP_ORDER else len(GROUP_ORDER), g))
     lines = ["usage: hfx train [group=option ...] [key=value ...] [-m for a sweep]", "",
-             "config groups (pick one option each; the default in brackets):"]
+             "config groups (pick one option each, several loggers as a list: logger=[wandb,tensorboard]; the default in brackets):"]
     defaults = _defaults(conf_dir() / "train.yaml")
     for group in groups:
         lines.append(f"  {group} [{defaults.get(group, '-')}]")

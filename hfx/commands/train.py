@@ -36,12 +36,17 @@ def main(args: list[str]) -> None:
 
         check.main([a for a in args if a != "--dry-run"])
         return
-    if not set(args) & INFO_FLAGS:
+    if not set(args) & INFO_FLAGS and not launched_by_hfx():  # hfx's own ranks: checked where they were launched
         from hfx.resume import resume_args
 
         args = resume_args(args)  # resume=<run dir>|auto: that run's overrides, checked, in its directory
         # Every config error is reported before a run directory exists.
-        validate("train", args, check_composed, sweep=bool(set(args) & MULTIRUN_FLAGS))
+        cfg = validate("train", args, check_composed, sweep=bool(set(args) & MULTIRUN_FLAGS))
+        if cfg.launch.get("print_only"):  # each machine's command; nothing runs
+            from hfx.launch import print_plan
+
+            print_plan(args)
+            return
     run_job("train", shared_run_dir(args), train_job)
     from hfx.sweeps import failed_jobs_error
 
@@ -53,14 +58,27 @@ def train_job(cfg: DictConfig, run_path: Path) -> float | None:
     from hydra.core.hydra_config import HydraConfig
 
     from hfx.config.compose import drop_option_files
+    from hfx.distributed import frozen_config
+    from hfx.launch import apply_mixed_precision, launch, needs_launch
     from hfx.sweeps import limit_threads, objective_value
 
-    drop_option_files(cfg, list(HydraConfig.get().overrides.task))
+    overrides = list(HydraConfig.get().overrides.task)
+    drop_option_files(cfg, overrides)
     limit_threads(HydraConfig.get())  # parallel jobs of a sweep share the machine's cores
-    metrics = train(cfg, run_path)
+    cfg = frozen_config(cfg)  # a rank hfx launched: the launching process's resolved config
+    apply_mixed_precision(cfg)
+    # launch=ddp / fsdp / ...: this job again under accelerate launch, on this config (hfx/launch.py)
+    metrics = launch(cfg, run_path, overrides) if needs_launch(cfg) else train(cfg, run_path)
     # Sweepers (Optuna) read the objective from the job's return value: optimized_metric, else
     # eval_<trainer.metric_for_best_model>, else eval_loss (hfx/sweeps.py).
     return objective_value(cfg, metrics)
+
+
+def launched_by_hfx() -> bool:
+    """A rank that `hfx train launch=...` started: its config was composed and checked by the launching process."""
+    from hfx.distributed import FROZEN_CONFIG_ENV, under_launcher
+
+    return under_launcher() and FROZEN_CONFIG_ENV in os.environ
 
 
 def train(cfg: DictConfig, run_path: Path) -> dict[str, Any]:
@@ -68,7 +86,7 @@ def train(cfg: DictConfig, run_path: Path) -> dict[str, Any]:
     from hfx.checkpointing import loss_before, stopped_by
     from hfx.distributed import is_main_process
     from hfx.errors import Stopped
-    from hfx.loggers import final_evaluation, finish_logger, setup_logger
+    from hfx.loggers import final_evaluation, finish_logger, setup_logger, tracked_callbacks
     from hfx.plots import plot_curves
     from hfx.provenance import environment
     from hfx.resume import log_changes
@@ -89,6 +107,7 @@ def train(cfg: DictConfig, run_path: Path) -> dict[str, Any]:
     report_to = setup_logger(cfg, run_dir.path, resolved, main)
     trainer = build_trainer(cfg, run.task, run.model, run.tokenizer, run.features, run.labels,
                             run_dir.checkpoints, report_to)
+    tracked_callbacks(trainer)
     checkpoint = resume_from(cfg, run_dir, main)
     if checkpoint:
         trainer.loss_before_session = loss_before(Path(checkpoint))
@@ -108,7 +127,7 @@ def train(cfg: DictConfig, run_path: Path) -> dict[str, Any]:
 
     metrics = {**evaluation.metrics, **{k: v for k, v in result.metrics.items() if k != "total_flos"}}
     metrics.update(world_size=trainer.args.world_size, setup_s=round(setup_s, 2), **parameter_counts(run.model),
-                   **peak_memory())
+                   **({"frozen": run.frozen} if run.frozen else {}), **peak_memory())
     if main:
         run_dir.write_json("metrics.json", metrics)
         run_dir.write_jsonl("predictions.jsonl", evaluation.predictions)
@@ -135,10 +154,11 @@ def resume_from(cfg: DictConfig, run_dir: Any, main: bool) -> str | None:
     return str(checkpoint)
 
 
-def parameter_counts(model: Any) -> dict[str, int]:
-    total = sum(p.numel() for p in model.parameters())
-    trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
-    return {"parameters_total": total, "parameters_trainable": trainable}
+def parameter_counts(model: Any) -> dict[str, Any]:
+    """parameters_total, parameters_trainable, parameters_trainable_percent (as peft's print_trainable_parameters)."""
+    from hfx.freezing import parameter_counts as counts
+
+    return counts(model)
 
 
 def peak_memory() -> dict[str, float]:

@@ -21,7 +21,7 @@ _FLAGS_WITH_VALUE = {"--config-name", "-cn", "--config-path", "-cp", "--config-d
 # refuses them so that no config, experiment file or override carries code (Hydra's own callbacks in conf/ aside).
 INSTANTIATE_KEYS = frozenset({"_target_", "_partial_", "_args_", "_recursive_", "_convert_"})
 # Keys whose values name registry entries, and names that are hub ids or local paths: never import paths.
-REGISTRY_KEYS = ("task.name", "peft.name", "logger.name", "tokenizer.kind", "model.architecture")
+REGISTRY_KEYS = ("task.name", "peft.name", "launch.name", "tokenizer.kind", "model.architecture")
 NAME_KEYS = ("model.name_or_path", "tokenizer.name_or_path")
 IMPORT_PATH = re.compile(r"^[A-Za-z_]\w*(\.[A-Za-z_]\w*)+$")
 
@@ -150,7 +150,10 @@ def check_composed(cfg: Any) -> None:
 
     from hfx.adapters import PEFT_METHODS
     from hfx.architectures import ARCHITECTURES, buildable
+    from hfx.config.data_checks import check_dataset, check_dataset_names
     from hfx.data import FILE_BUILDERS, local_data_files
+    from hfx.freezing import check_freeze
+    from hfx.launch import check_launch
     from hfx.loggers import LOGGERS
     from hfx.tasks import TASKS
     from hfx.tokenizer import TOKENIZERS, TRAINED_KINDS
@@ -160,7 +163,8 @@ def check_composed(cfg: Any) -> None:
     task = TASKS.get(cfg.task.name)
     TOKENIZERS.get(cfg.tokenizer.kind)
     PEFT_METHODS.get(cfg.peft.name)
-    LOGGERS.get(cfg.logger.name).require_package()
+    for name in cfg.logger:
+        LOGGERS.get(name).require_package()
     for key, value in (("tokenizer.max_length", cfg.tokenizer.max_length),
                        ("trainer.per_device_train_batch_size", cfg.trainer.per_device_train_batch_size),
                        ("trainer.per_device_eval_batch_size", cfg.trainer.per_device_eval_batch_size),
@@ -171,8 +175,7 @@ def check_composed(cfg: Any) -> None:
         raise HfxError(f"trainer.num_train_epochs: expected a positive number (or trainer.max_steps > 0), got "
                        f"{cfg.trainer.num_train_epochs}")
     split = cfg.dataset.validation_split
-    if split is not None and not 0 < split < 1:
-        raise HfxError(f"dataset.validation_split: expected a fraction in (0, 1), got {split}")
+    check_dataset(cfg, task)  # the values of the data operations (hfx/config/data_checks.py)
     if cfg.model.architecture and cfg.model.name_or_path:
         raise HfxError(f"model.architecture={cfg.model.architecture} conflicts with model.name_or_path="
                        f"{cfg.model.name_or_path}: one builds a model from scratch, the other loads a pretrained "
@@ -193,8 +196,11 @@ def check_composed(cfg: Any) -> None:
             raise HfxError(f"dataset.validation_split={split} conflicts with the '{cfg.dataset.eval_split}' file "
                            f"({', '.join(files[cfg.dataset.eval_split])}): evaluate on that file "
                            "(dataset.validation_split=null) or carve from train, not both")
+    check_dataset_names(cfg, task)  # columns and labels the data operations name, in the data itself
     PEFT_METHODS.get(cfg.peft.name).check(cfg.peft)
+    check_freeze(cfg.freeze)
     check_training_arguments(cfg, task)
+    check_launch(cfg)  # processes, machines, precision and what this machine can run
 
 
 def check_schema_keys(cfg: Any) -> None:
@@ -206,6 +212,8 @@ def check_schema_keys(cfg: Any) -> None:
     try:
         typed_train_config(OmegaConf.create(OmegaConf.to_container(cfg)), "config")
     except HfxError as e:
+        if e.__cause__ is None:  # said in full already
+            raise
         raise HfxError(explain_config_error(e.__cause__)) from e
 
 
@@ -327,6 +335,10 @@ def explain_config_error(ex: BaseException) -> str:
         if m:
             expected = "bool (true or false)" if m.group(2) == "bool" else m.group(2).lower()
             return f"{key}: expected {expected}, got '{m.group(1)}'"
+        if "is not a ListConfig" in str(cause):  # a single value where the schema holds a list
+            return f"{key}: expected a list, e.g. {key}=[a,b]"
+        if re.search(r"Cannot assign \w+ to Dict", str(cause)):
+            return f"{key}: expected name=value entries under it, e.g. {key}.<name>=<value>"
         return f"{key}: {str(cause).splitlines()[0]}"
     if isinstance(cause, (ConfigKeyError, ConfigAttributeError)):
         key = getattr(cause, "full_key", "") or ""
@@ -337,7 +349,9 @@ def explain_config_error(ex: BaseException) -> str:
         hint = did_you_mean(leaf, fields)
         if not hint and fields:
             hint = f"; keys: {', '.join(fields[:20])}"
-        if obj is dict and parent:  # a free-form section (model.config, trainer.extra): new keys take a '+'
+        if parent == "logger":  # each chosen logger's settings sit under its name
+            hint = f" (a logger's settings go under its name: logger.<name>.{leaf}, e.g. logger.wandb.{leaf})"
+        elif obj is dict and parent:  # a free-form section (model.config, trainer.extra): new keys take a '+'
             hint = f" (a new key there: +{key}=...)"
         return f"unknown key '{key}' in {where}{hint}"
     first = str(ex).strip().splitlines()[0] if str(ex).strip() else type(ex).__name__

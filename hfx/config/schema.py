@@ -26,6 +26,22 @@ class ModelConfig:
 
 
 @dataclass
+class SpecialTokensConfig:
+    """The tokenizer's special-token attributes (transformers' add_special_tokens): a token not yet in the
+    vocabulary is added, the model's embeddings grow to fit it and its new row trains (docs in hfx/special_tokens.py)."""
+
+    bos_token: str | None = None
+    eos_token: str | None = None
+    unk_token: str | None = None
+    sep_token: str | None = None
+    pad_token: str | None = None
+    cls_token: str | None = None
+    mask_token: str | None = None
+    # New special tokens: never split, skipped when decoding (transformers 5 calls them extra_special_tokens).
+    additional_special_tokens: list[str] = field(default_factory=list)
+
+
+@dataclass
 class TokenizerConfig:
     # Registry name: `pretrained` (the model's own, or `name_or_path`), `wordpiece` or `bpe` (trained on the train split).
     kind: str = "pretrained"
@@ -36,6 +52,33 @@ class TokenizerConfig:
     lowercase: bool = True
     # Texts read from the training split to train a tokenizer (0 = all).
     train_samples: int = 0
+    # Tokens added to the vocabulary (kept whole, e.g. domain terms or markup); the model's embeddings grow to fit.
+    add_tokens: list[str] = field(default_factory=list)
+    special_tokens: SpecialTokensConfig = field(default_factory=SpecialTokensConfig)
+
+
+@dataclass
+class DatasetFilterConfig:
+    """Rows removed from the training split (and from the evaluation split with `eval`), in this order, each step
+    logged with what it removed; docs/data_operations.md."""
+
+    # Columns the filters and dedupe read (a row must pass in each); null = the task's text column(s)
+    # (dataset.columns.text, and text_pair when set).
+    columns: list[str] | None = None
+    # Drop rows whose text is empty or whitespace only (or missing).
+    drop_empty: bool = False
+    min_chars: int | None = None
+    max_chars: int | None = None
+    # Tokens as the run's tokenizer encodes the text alone, special tokens included (max_tokens equal to
+    # tokenizer.max_length drops exactly the rows that would be truncated).
+    min_tokens: int | None = None
+    max_tokens: int | None = None
+    # Drop repeated rows (the first is kept), and training rows that repeat an evaluation row: on the text
+    # (`text`) or on text and label (`text_label`); null = keep repeats.
+    dedupe: str | None = None
+    # Also filter the data's own evaluation split (a split carved from train is filtered, or not, by the same
+    # flag: carving comes first). false keeps evaluation as given, so scores compare across filter settings.
+    eval: bool = False
 
 
 @dataclass
@@ -50,9 +93,13 @@ class DatasetConfig:
     revision: str | None = None
     train_split: str = "train"
     eval_split: str = "validation"
-    # Fraction carved from the train split (seeded) when there is no `eval_split`.
+    # Carved from the train split (seeded) when there is no `eval_split`: a fraction in (0, 1) or a number of rows.
     validation_split: float | None = None
-    # false: the carved fraction is the contiguous end of the train split (running text, e.g. for language models).
+    # A `test` split carved from train the same way (for `hfx evaluate run=<dir> dataset.eval_split=test`).
+    test_split: float | None = None
+    # Carve validation / test with each label's share of the train split (dataset.columns.label).
+    stratify: bool = False
+    # false: the carved rows are the contiguous end of the train split (running text, e.g. for language models).
     validation_shuffle: bool = True
     max_train_samples: int | None = None
     max_eval_samples: int | None = None
@@ -62,6 +109,17 @@ class DatasetConfig:
     columns: Any = None
     # Names for integer labels 0..n-1 (e.g. [negative, positive]); string labels name themselves.
     label_names: list[str] | None = None
+    # Data operations, applied before tokenization in this order (docs/data_operations.md): rename_columns and
+    # keep_labels (every split), carving (validation_split / test_split), filter (train; eval with filter.eval),
+    # shuffle_seed (train), max_*_samples, then filter.min_tokens / max_tokens once the tokenizer exists.
+    # old name -> new name, in every split that has the column; dataset.columns.* name the new names.
+    rename_columns: dict[str, str] = field(default_factory=dict)
+    # Keep only rows whose label (dataset.columns.label) is one of these, in every split; integer labels by value or
+    # by their dataset.label_names name.
+    keep_labels: list[str] | None = None
+    filter: DatasetFilterConfig = field(default_factory=DatasetFilterConfig)
+    # Shuffle the training split with this seed (after the filters, before max_train_samples: a random sample).
+    shuffle_seed: int | None = None
 
 
 @dataclass
@@ -131,6 +189,21 @@ class TrainerConfig:
 
 
 @dataclass
+class FreezeConfig:
+    """Weights kept at their initial values while training, with or without PEFT (applied after it, so adapter
+    weights inside a frozen part freeze too): hfx/freezing.py. The parts add up."""
+
+    # The input embeddings (BERT's embeddings block; embed_tokens, learned positions).
+    embeddings: bool = False
+    # The first N transformer layers (encoder.layer.N, model.layers.N, transformer.h.N; an encoder-decoder's encoder).
+    layers: int = 0
+    # Everything but the task's head (pooler and classifier, qa_outputs, ...; a language model's lm_head).
+    all_but_head: bool = False
+    # Regular expressions searched in parameter names as the model names them (bert.encoder.layer.0.attention...).
+    patterns: list[str] = field(default_factory=list)
+
+
+@dataclass
 class TrainConfig:
     task: Any = MISSING
     model: ModelConfig = field(default_factory=ModelConfig)
@@ -138,9 +211,14 @@ class TrainConfig:
     dataset: DatasetConfig = field(default_factory=DatasetConfig)
     # Typed per option: conf/peft/<name>.yaml builds on the schema of that PEFT method (hfx/adapters.py).
     peft: Any = MISSING
+    # Weights held fixed while training (conf/freeze/); none by default.
+    freeze: FreezeConfig = field(default_factory=FreezeConfig)
     trainer: TrainerConfig = field(default_factory=TrainerConfig)
-    # Typed per option: conf/logger/<name>.yaml builds on that logger's schema (hfx/loggers.py).
-    logger: Any = MISSING
+    # One section per chosen tracker, under its name (logger=[wandb,tensorboard] -> logger.wandb, logger.tensorboard),
+    # each typed by that logger's schema (hfx/loggers.py); empty for logger=none.
+    logger: dict[str, Any] = field(default_factory=dict)
+    # Where the run executes, typed per option (hfx/launch.py): local (this process), ddp, fsdp, deepspeed, ...
+    launch: Any = MISSING
     experiment_name: str = "default"
     # A run directory to continue from its newest complete checkpoint, with its own config, or `auto`: the newest
     # unfinished run of this experiment under runs/<experiment_name>/.
@@ -155,11 +233,34 @@ class TrainConfig:
 
 
 @dataclass
-class PredictConfig:
-    run: str = MISSING
+class ZeroShotOptions:
+    """Zero-shot classification with no run and no training (hfx/zero_shot.py, docs/zero_shot.md): `hfx predict` /
+    `hfx evaluate` without run=, given candidate labels (or, for evaluate, zero_shot=true and the data's labels)."""
+
+    # The model: model=minilm (a packaged sentence encoder) or model.name_or_path=<an NLI model or sentence encoder>.
+    model: ModelConfig = field(default_factory=ModelConfig)
+    # The labels to choose from. evaluate: default the data's label names (dataset.label_names or its string labels).
+    candidate_labels: list[str] | None = None
+    # evaluate without run= and without candidate_labels: the data's label names are the candidates.
+    zero_shot: bool = False
+    # A label's text: `{}` replaced by the label (transformers' zero-shot default).
+    hypothesis_template: str = "This example is {}."
+    # label -> the text used in place of the template for that label (e.g. positive: a great, enjoyable film).
+    label_descriptions: dict[str, str] = field(default_factory=dict)
+    # auto: nli when the model's labels include entailment (an NLI model), else embedding; nli; embedding.
+    zero_shot_method: str = "auto"
+
+
+@dataclass
+class PredictConfig(ZeroShotOptions):
+    # A run directory written by `hfx train`; not needed for zero-shot classification (candidate_labels=...).
+    run: str | None = None
     input: str | None = None
     input_file: str | None = None
     output_file: str | None = None
+    # A conversation for an sft run, as JSON: [{"role": "user", "content": "..."}, ...], last turn the user's; the run's
+    # chat template renders every turn and the assistant's reply comes back.
+    messages: str | None = None
     # Pipeline keyword arguments (e.g. top_k, max_new_tokens).
     pipeline: dict[str, Any] = field(default_factory=dict)
     # Records of input_file sent through the pipeline together.
@@ -167,8 +268,10 @@ class PredictConfig:
 
 
 @dataclass
-class EvaluateConfig:
-    run: str = MISSING
-    # Overrides on the run's saved dataset config (eval_split, data_files, data_dir, max_eval_samples, ...).
+class EvaluateConfig(ZeroShotOptions):
+    # A run directory written by `hfx train`; not needed for zero-shot evaluation (zero_shot=true or candidate_labels).
+    run: str | None = None
+    # With run=: overrides on the run's saved dataset config (eval_split, data_files, data_dir, max_eval_samples, ...).
+    # Zero-shot: the data, as in train (dataset=<option>, dataset.data_dir=..., dataset.columns.text=..., ...).
     dataset: dict[str, Any] = field(default_factory=dict)
     per_device_eval_batch_size: int = 64

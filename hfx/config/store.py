@@ -48,10 +48,18 @@ def run_stamp() -> str:
 def entry_registries() -> dict[str, Registry]:
     """Groups whose options each have a schema of their own: group -> registry of entries with `.schema`."""
     from hfx.adapters import PEFT_METHODS
-    from hfx.loggers import LOGGERS
+    from hfx.launch import LAUNCHERS
     from hfx.tasks import TASKS
 
-    return {"task": TASKS, "peft": PEFT_METHODS, "logger": LOGGERS}
+    return {"task": TASKS, "peft": PEFT_METHODS, "launch": LAUNCHERS}
+
+
+def schema_registries() -> dict[str, Registry]:
+    """Every group whose options are stored as /schema/<group>/<name>: the entry groups and `logger` (whose
+    sections sit under their own names, several at once)."""
+    from hfx.loggers import LOGGERS
+
+    return {**entry_registries(), "logger": LOGGERS}
 
 
 def train_schema() -> DictConfig:
@@ -65,6 +73,8 @@ def train_schema() -> DictConfig:
     node.dataset.columns = OmegaConf.structured(dataclasses.make_dataclass("DatasetColumns", fields))
     # split -> file(s): any split name may be added on the command line (dataset.data_files.validation=x.csv).
     OmegaConf.set_struct(node.dataset.data_files, False)
+    # old -> new column names, added the same way (dataset.rename_columns.sentence=text).
+    OmegaConf.set_struct(node.dataset.rename_columns, False)
     return node
 
 
@@ -78,7 +88,7 @@ def register_configs() -> None:
     cs.store(name="hfx_predict_schema", node=PredictConfig)
     cs.store(name="hfx_evaluate_schema", node=EvaluateConfig)
     # conf/<group>/<option>.yaml builds on /schema/<group>/<name>, so its keys and types are checked.
-    for group, registry in entry_registries().items():
+    for group, registry in schema_registries().items():
         for name in registry:
             cs.store(group=f"schema/{group}", name=name, node=registry.get(name).schema)
     # experiments/<name>.yaml -> `experiment=<name>`, found the same way in a checkout and in a wheel.
@@ -90,8 +100,20 @@ def experiment_names() -> list[str]:
     return sorted(p.stem for p in experiments_dir().glob("*.yaml"))
 
 
+# Entry groups earlier versions of hfx did not save, as those versions ran: group -> its section.
+ENTRY_DEFAULTS = {"launch": {"name": "local"}}
 # Keys earlier versions of hfx saved in config.yaml and this one no longer has: section -> keys.
 RETIRED_KEYS = {"trainer": ("resume_from_checkpoint",)}
+
+
+def saved_loggers(section: Any) -> dict[str, Any]:
+    """A saved `logger` section as name -> settings; configs saved before several loggers could be chosen held one
+    logger's settings beside its `name`."""
+    section = dict(section or {})
+    if isinstance(section.get("name"), str):
+        name = section.pop("name")
+        return {} if name == "none" else {name: section}
+    return section
 
 
 def typed_train_config(saved: Any, where: str) -> DictConfig:
@@ -99,6 +121,7 @@ def typed_train_config(saved: Any, where: str) -> DictConfig:
     from omegaconf.errors import OmegaConfBaseException
 
     from hfx.config.compose import explain_config_error
+    from hfx.loggers import LOGGERS
 
     saved = OmegaConf.to_container(saved) if isinstance(saved, DictConfig) else dict(saved)
     for section, keys in RETIRED_KEYS.items():  # saved by an earlier hfx; nothing reads them now
@@ -106,11 +129,17 @@ def typed_train_config(saved: Any, where: str) -> DictConfig:
             (saved.get(section) or {}).pop(key, None)
     try:
         cfg = OmegaConf.merge(train_schema(), {k: v for k, v in saved.items()
-                                                                  if k not in entry_registries()})
+                                                                  if k not in schema_registries()})
         for group, registry in entry_registries().items():
-            section = saved.get(group)
+            section = saved.get(group) or ENTRY_DEFAULTS.get(group)
             schema = registry.get(section["name"]).schema
             cfg[group] = OmegaConf.merge(OmegaConf.structured(schema), section)
+        loggers = saved_loggers(saved.get("logger"))
+        for name in loggers:
+            if name not in LOGGERS:
+                raise HfxError(f"logger.{name}: no such logger; valid: {', '.join(LOGGERS)}")
+        cfg.logger = {name: OmegaConf.merge(OmegaConf.structured(LOGGERS.get(name).schema), section)
+                      for name, section in loggers.items()}
     except (OmegaConfBaseException, AttributeError, KeyError, TypeError) as e:
         raise HfxError(f"{where}: does not fit this version of hfx ({explain_config_error(e)})") from e
     OmegaConf.set_struct(cfg, True)

@@ -15,7 +15,14 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
 
-from hfx.chat_template import ALPACA, ALPACA_NO_INPUT, prompt_chat_template, prompt_text, user_message
+from hfx.chat_template import (
+    ALPACA,
+    ALPACA_NO_INPUT,
+    check_messages,
+    prompt_chat_template,
+    prompt_text,
+    user_message,
+)
 from hfx.data import map_features, require_columns
 from hfx.errors import HfxError
 from hfx.generation import generate, trainer_device
@@ -79,6 +86,8 @@ class InstructionSFT(CausalLM):
     schema = SFTConfig
     columns = SFTColumns
     predict_fields = ("instruction", "input")
+    # `hfx predict messages=[...]` (or {"messages": [...]} records): a conversation through the saved chat template.
+    takes_messages = True
 
     def _sequence_length(self, s: TaskSettings) -> tuple[int, str]:
         return s.max_length, "tokenizer.max_length"
@@ -155,7 +164,10 @@ class InstructionSFT(CausalLM):
         ]
 
     def pipeline_inputs(self, record: dict[str, Any]) -> Any:
-        """A one-turn chat: the saved chat template turns it into the training prompt."""
+        """A one-turn chat: the saved chat template turns it into the training prompt. A conversation
+        ({"messages": [...]}) goes as it is: every turn through the template, the assistant's reply generated."""
+        if "messages" in record:
+            return check_messages(record["messages"])
         instruction = record.get("instruction") or record.get("text") or next(iter(record.values()))
         return [user_message(str(instruction), record.get("input"))]
 

@@ -86,12 +86,21 @@ def test_sweep_prevalidation_reads_hydra_grammar() -> None:
 
 
 def test_peft_and_logger_options_have_their_own_schema() -> None:
-    cfg = compose("train", ["peft=lora", "peft.r=4", "logger=wandb", "logger.project=p"])
-    assert cfg.peft.r == 4 and cfg.logger.project == "p"
+    cfg = compose("train", ["peft=lora", "peft.r=4", "logger=wandb", "logger.wandb.project=p"])
+    assert cfg.peft.r == 4 and cfg.logger.wandb.project == "p" and list(cfg.logger) == ["wandb"]
     with pytest.raises(Exception, match="r"):
         compose("train", ["peft=none", "peft.r=4"])  # full fine-tuning has no rank
     with pytest.raises(Exception, match="project"):
-        compose("train", ["logger=tensorboard", "logger.project=p"])
+        compose("train", ["logger=tensorboard", "logger.tensorboard.project=p"])
+    with pytest.raises(Exception, match="tracking_uri"):
+        compose("train", ["logger=mlflow", "logger.mlflow.tracking_uri=[1]"])
+
+
+def test_several_loggers_at_once_each_under_its_name() -> None:
+    cfg = compose("train", ["logger=[wandb,tensorboard,mlflow,trackio]", "logger.trackio.project=q"])
+    assert list(cfg.logger) == ["wandb", "tensorboard", "mlflow", "trackio"]
+    assert cfg.logger.trackio.project == "q" and cfg.logger.wandb.project == "hfx"
+    assert dict(compose("train", []).logger) == {}  # logger=none, the default
     with pytest.raises(Exception, match="peft.r"):
         compose("train", ["peft=lora", "peft.r=many"])
 

@@ -25,7 +25,6 @@ REFUSED = [
     ("model.name_or_path=transformers.BertModel", "model.name_or_path"),
     ("tokenizer.kind=os.system", "tokenizer.kind"),
     ("peft.name=peft.LoraConfig", "peft.name"),
-    ("logger.name=wandb.sdk.Run", "logger.name"),
 ]
 
 

@@ -149,6 +149,13 @@ def test_train_end_to_end(tmp_path, cache):
     fill = pipeline("fill-mask", model=str(run / "model"))
     out = fill(f"a great {fill.tokenizer.mask_token} .")
     assert len(out) == 5 and all("token_str" in o for o in out)
+    # hfx predict serves it, from input= and from input_file= (the fill-mask pipeline unwraps a batch of one).
+    from tests.conftest import predict_ok
+
+    (one,) = predict_ok(run, f"a great {fill.tokenizer.mask_token} .", cache)
+    assert len(one["prediction"]) == 5 and all("token_str" in o for o in one["prediction"])
+    (from_file,) = predict_ok(run, {"text": f"a {fill.tokenizer.mask_token} film"}, cache)
+    assert len(from_file["prediction"]) == 5
 
 
 def test_missing_text_column_is_one_line_error(tmp_path, cache):
