@@ -376,3 +376,16 @@ def evaluate(cfg: DictConfig, out_path: Path) -> dict[str, Any]:
     print_summary(f"hfx: zero-shot evaluation ({method}) of {cfg.model.name_or_path}", out.path, metrics,
                   extra_keys=("majority_label",))
     return metrics
+
+
+def require_run_or_zero_shot(cfg: Any, served: str, how: str) -> None:
+    """predict / evaluate without zero-shot options: a run is required, and its own model is the one used.
+    `served` says what is done with the run ("served"), `how` the zero-shot form of the command."""
+    from hfx.errors import HfxError
+
+    if cfg.run is None:
+        raise HfxError(f"run: required and not given (run=<run dir>; or {how})")
+    if cfg.model.name_or_path or cfg.model.architecture:
+        raise HfxError(f"model: a run is {served} with its own model; model=... without run= is for zero-shot "
+                       f"use ({how})")
+

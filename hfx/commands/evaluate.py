@@ -33,12 +33,8 @@ def check_inputs(cfg: DictConfig) -> None:
     if zero_shot.requested(cfg):
         zero_shot.check_evaluate(cfg)
         return
-    if cfg.run is None:
-        raise HfxError("run: required and not given (run=<run dir>; or model=... zero_shot=true dataset=... for "
-                       "zero-shot evaluation)")
-    if cfg.model.name_or_path or cfg.model.architecture:
-        raise HfxError("model: a run is evaluated with its own model; model=... is for zero-shot evaluation "
-                       "(without run=)")
+    zero_shot.require_run_or_zero_shot(cfg, "evaluated", "model=... zero_shot=true dataset=... for zero-shot "
+                                                      "evaluation")
     if cfg.per_device_eval_batch_size < 1:
         raise HfxError(f"per_device_eval_batch_size: expected a positive number, got {cfg.per_device_eval_batch_size}")
     run = load_run(cfg.run)

@@ -33,12 +33,8 @@ def check_inputs(cfg: DictConfig) -> None:
             raise HfxError(f"batch_size: expected a positive number, got {cfg.batch_size}")
         zero_shot.check_predict(cfg, read_records(cfg))
         return
-    if cfg.run is None:
-        raise HfxError("run: required and not given (run=<run dir>; or model=... candidate_labels=[...] for "
-                       "zero-shot classification)")
-    if cfg.model.name_or_path or cfg.model.architecture:
-        raise HfxError("model: a run is served with its own model; model=... is for zero-shot classification "
-                       "(candidate_labels=[...], without run=)")
+    zero_shot.require_run_or_zero_shot(cfg, "served", "model=... candidate_labels=[...] for zero-shot "
+                                                   "classification")
     run = load_run(cfg.run)
     if cfg.batch_size < 1:
         raise HfxError(f"batch_size: expected a positive number, got {cfg.batch_size}")

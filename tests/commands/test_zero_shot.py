@@ -261,3 +261,13 @@ def test_evaluate_scores_a_dataset_option_against_the_majority_baseline(tmp_path
     assert "positive: a great, enjoyable film" in saved and "text: sentence" in saved
     assert "negative: a terrible, boring film" in saved
     assert "eval_majority_accuracy  0.5714" in r.stdout
+
+
+@pytest.mark.parametrize(("command", "served"), [("predict", "served"), ("evaluate", "evaluated")])
+def test_a_model_beside_a_run_is_one_line(command: str, served: str, tmp_path: Path, cache: Path) -> None:
+    r = run_hfx(command, f"run={tmp_path}", "model=minilm", *(["input=hi"] if command == "predict" else []),
+                cache=cache, cwd=tmp_path)
+    assert r.returncode == 2, r.stderr[-2000:]
+    lines = [line for line in r.stderr.splitlines() if line.strip()]
+    assert lines[-1].startswith(f"error: model: a run is {served} with its own model") and "Traceback" not in r.stderr
+    assert list(tmp_path.iterdir()) == []  # nothing written
