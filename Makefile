@@ -1,5 +1,5 @@
 # The few commands people type. `make setup` is safe to re-run.
-.PHONY: setup train test test-fast lint bench
+.PHONY: setup train test test-fast test-extended lint bench
 setup:
 	bash scripts/setup.sh
 train: setup
@@ -8,6 +8,8 @@ test: setup
 	.venv/bin/python -m pytest -q
 test-fast:
 	.venv/bin/python -m pytest -q -m "not slow"
+test-extended:
+	.venv/bin/python -m pytest -q -m extended
 lint:
 	.venv/bin/ruff check hfx tests scripts
 bench:

@@ -57,19 +57,6 @@ def test_wandb_offline_run_has_resolved_config_and_metrics(cache, tmp_path) -> N
 
 
 @pytest.mark.slow
-def test_tensorboard_writes_event_files(cache, tmp_path) -> None:
-    run = tmp_path / "run"
-    train_ok(run, *SMALL, "logger=tensorboard", cache=cache)
-    events = list((run / "tensorboard").rglob("events.out.tfevents.*"))
-    assert events
-    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
-
-    acc = EventAccumulator(str(events[0].parent))
-    acc.Reload()
-    assert "train/loss" in acc.Tags()["scalars"]
-
-
-@pytest.mark.slow
 def test_a_resumed_run_continues_the_same_wandb_run(cache, tmp_path) -> None:
     from tests.conftest import run_hfx
 

@@ -43,7 +43,7 @@ def test_eval_labels_unseen_in_training_fail() -> None:
         TASK.label_names(_raw(["pos", "neg"], ["neutral"]), _settings())
 
 
-@pytest.mark.slow
+@pytest.mark.extended  # about a minute on 2 cores: outside CI's 20 minutes (`pytest -m extended`)
 def test_train_on_sst2_then_predict_and_evaluate(cache, tmp_path) -> None:
     run = tmp_path / "run"
     # The packaged MiniLM cut to its first two layers, trained in full: about 0.8 accuracy after 100 steps, where a
