@@ -199,7 +199,7 @@ def test_launch_ddp_runs_two_ranks_on_one_frozen_config(cache, tmp_path) -> None
     assert "HFX_LAUNCH_CONFIG" not in os.environ
 
 
-@pytest.mark.slow
+@pytest.mark.extended  # outside CI's 20 minutes (make test-extended)
 def test_each_sweep_job_is_a_two_process_run(cache, tmp_path) -> None:
     r = run_hfx("train", "-m", *TINY, *DATA, f"dataset.data_dir={shared('sst2')}", f"cache_dir={cache}",
                 "launch=ddp", "launch.num_processes=2", "trainer.learning_rate=1e-3", cache=cache, cwd=tmp_path)

@@ -319,7 +319,7 @@ def test_translation_end_to_end(tmp_path: Path, cache: Path):
     assert isinstance(row["prediction"][0]["translation_text"], str)
 
 
-@pytest.mark.slow
+@pytest.mark.extended  # outside CI's 20 minutes (make test-extended)
 def test_summarization_end_to_end(tmp_path: Path, cache: Path):
     data = shared("dialogsum")
     run = tmp_path / "run"

@@ -140,7 +140,7 @@ def test_minilm_lora_trains_head_and_pooler_and_serves_the_same_predictions(cach
     assert json.loads(r.stdout.strip().splitlines()[-1])["input"] == {"text": text}
 
 
-@pytest.mark.slow
+@pytest.mark.extended  # outside CI's 20 minutes (make test-extended)
 def test_same_seed_same_result_different_seed_differs(cache, tmp_path) -> None:
     args = [*TINY, "dataset.max_train_samples=64", "dataset.max_eval_samples=32", "trainer.max_steps=3"]
     a = train_ok(tmp_path / "a", *args, cache=cache)

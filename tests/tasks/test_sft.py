@@ -119,7 +119,7 @@ def test_empty_instruction_names_the_row():
 # ------------------------------------------------------------------------------------------------ end to end
 
 
-@pytest.mark.slow
+@pytest.mark.extended  # outside CI's 20 minutes (make test-extended)
 def test_sft_end_to_end(tmp_path: Path, cache: Path):
     from transformers import pipeline
 

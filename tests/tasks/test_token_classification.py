@@ -89,7 +89,7 @@ def test_word_level_scoring_from_subtoken_predictions(minilm_tokenizer):
     assert refs == [["B-person", "O", "B-location", "O"]] and hyps == [tags]
 
 
-@pytest.mark.slow
+@pytest.mark.extended  # outside CI's 20 minutes (make test-extended)
 def test_train_end_to_end(tmp_path, cache):
     data = shared("wnut17")
     run = tmp_path / "run"
