@@ -30,18 +30,35 @@ class PeftMethod:
     check: Callable[[DictConfig], None] = lambda pcfg: None
     # Folds into the base weights on save (peft.merge_on_save); prefix and prompt tuning cannot.
     merges: bool = True
+    # The peft task types hfx runs the method for (None: every task), and how the refusal names them; checked when
+    # the config is composed.
+    task_types: tuple[str, ...] | None = None
+    runs_for: str = ""
 
 
 PEFT_METHODS: Registry[PeftMethod] = Registry("peft method")
 
 
-def peft_method(name: str, schema: type, check: Callable[[DictConfig], None] | None = None, merges: bool = True
+def peft_method(name: str, schema: type, check: Callable[[DictConfig], None] | None = None, merges: bool = True,
+                task_types: tuple[str, ...] | None = None, runs_for: str = ""
                 ) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
     def add(build: Callable[..., Any]) -> Callable[..., Any]:
-        PEFT_METHODS.add(name, PeftMethod(schema, build, check or (lambda pcfg: None), merges))
+        PEFT_METHODS.add(name, PeftMethod(schema, build, check or (lambda pcfg: None), merges, task_types, runs_for))
         return build
 
     return add
+
+
+def check_task_fits(pcfg: DictConfig, task: Any, task_name: str, shape: str | None) -> None:
+    """At composition: a method hfx runs for some tasks only is refused for the others (shape: the architecture
+    record's shape when the model is built from one, else None and the model is checked when it is built)."""
+    method = PEFT_METHODS.get(pcfg.name)
+    if method.task_types is None:
+        return
+    decoder_classifier = task.peft_task_type == "SEQ_CLS" and shape == DECODER
+    if task.peft_task_type not in method.task_types or decoder_classifier:
+        what = f"the {task_name} task" + (" with a decoder model" if decoder_classifier else "")
+        raise HfxError(f"peft={pcfg.name}: hfx runs it for {method.runs_for}, not for {what}; use peft=lora")
 
 
 @dataclass
@@ -140,11 +157,10 @@ def apply_peft(model: Any, pcfg: DictConfig, fresh_modules: list[str], task_type
         what += _train_new_tokens(model, config, pcfg, list(new_token_ids))
     from peft import get_peft_model
 
-    with warnings.catch_warnings():
-        # peft reads transformers' deprecated `is_gradient_checkpointing` alias.
-        warnings.filterwarnings("ignore", message=".*is_gradient_checkpointing.*", category=FutureWarning)
+    from hfx.saved_adapters import prepare_generation, quiet_peft
+
+    with quiet_peft():
         model = get_peft_model(model, config)
-    from hfx.saved_adapters import prepare_generation
 
     prepare_generation(model)
     trainable, total = model.get_nb_trainable_parameters()  # what print_trainable_parameters reports
@@ -159,10 +175,8 @@ def _train_new_tokens(model: Any, config: Any, pcfg: DictConfig, ids: list[int])
     the input embeddings in full; prompt learning keeps the embeddings frozen, so it is refused."""
     from hfx.special_tokens import plural
 
-    if not pcfg.get("merge_on_save", True):  # the saved adapter's base would need the same new rows to load
-        raise HfxError("peft.merge_on_save=false: hfx saves added tokens (tokenizer.add_tokens / special_tokens) "
-                       "only in a merged model; use peft.merge_on_save=true")
-    # Each checkpoint then carries the resized embeddings, as it must; peft warns about it on every save.
+    # Each checkpoint (and an adapter kept separate) then carries the resized embeddings, as it must; peft warns
+    # about it on every save. Loading a separate adapter grows its base's embeddings first (load_adapter).
     warnings.filterwarnings("ignore", message=".*save_embedding_layers.*resized", category=UserWarning)
     if hasattr(config, "trainable_token_indices"):
         config.trainable_token_indices = ids
@@ -318,7 +332,8 @@ def check_prefix(pcfg: DictConfig) -> None:
     _positive(pcfg, "num_virtual_tokens")
 
 
-@peft_method("prefix_tuning", PrefixTuningSettings, check_prefix, merges=False)
+@peft_method("prefix_tuning", PrefixTuningSettings, check_prefix, merges=False, task_types=("CAUSAL_LM",),
+             runs_for="causal language models (task=causal_lm, sft)")
 def prefix_tuning(model: Any, pcfg: DictConfig, train_in_full: list[str], task_type: str | None
                   ) -> tuple[Any, str]:
     _prompt_learning_supported(model, task_type, "prefix_tuning")
@@ -346,7 +361,9 @@ def check_prompt(pcfg: DictConfig) -> None:
         raise HfxError(f"peft.init: expected one of {', '.join(PROMPT_INITS)}, got '{pcfg.init}'")
 
 
-@peft_method("prompt_tuning", PromptTuningSettings, check_prompt, merges=False)
+@peft_method("prompt_tuning", PromptTuningSettings, check_prompt, merges=False, task_types=("SEQ_CLS", "CAUSAL_LM"),
+             runs_for="sequence classification with an encoder and causal language models (task="
+                      "sequence_classification, causal_lm, sft)")
 def prompt_tuning(model: Any, pcfg: DictConfig, train_in_full: list[str], task_type: str | None
                   ) -> tuple[Any, str]:
     _prompt_learning_supported(model, task_type, "prompt_tuning")

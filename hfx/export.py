@@ -191,7 +191,10 @@ def load_exported(run: Any, path: Path) -> Any:
 
     source = str(path / "base") if (path / "base").is_dir() else run.cfg.model.name_or_path
     base = auto.from_pretrained(source, config=AutoConfig.from_pretrained(str(path)), use_safetensors=True)
-    return PeftModel.from_pretrained(base, str(path)).eval()
+    from hfx.saved_adapters import quiet_peft
+
+    with quiet_peft():
+        return PeftModel.from_pretrained(base, str(path)).eval()
 
 
 def pipeline_of(run: Any, path: Path, model: Any) -> Any:

@@ -4,6 +4,9 @@ peft.merge_on_save=false): saved as peft saves it plus what loading needs, loade
 
 from __future__ import annotations
 
+import contextlib
+import warnings
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -47,6 +50,15 @@ def _base_state_dict(model: Any) -> dict[str, Any]:
     return out
 
 
+@contextlib.contextmanager
+def quiet_peft() -> Iterator[None]:
+    """peft reads transformers' deprecated `is_gradient_checkpointing` alias whenever it wraps a model: not the
+    user's concern."""
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message=".*is_gradient_checkpointing.*", category=FutureWarning)
+        yield
+
+
 def has_adapter(model_dir: Path) -> bool:
     return (model_dir / "adapter_config.json").is_file()
 
@@ -64,6 +76,14 @@ def load_adapter(auto_class: Any, model_dir: Path, mcfg: DictConfig) -> Any:
     source = str(base_dir) if base_dir.is_dir() else mcfg.name_or_path
     revision = None if base_dir.is_dir() else mcfg.revision
     try:
+        # Tokens the run added (tokenizer.add_tokens / special_tokens): the saved config counts their rows, the
+        # pretrained base does not; load the base at its own size and grow it, the adapter holds the trained rows.
+        vocab = getattr(config, "vocab_size", None)
+        base_vocab = None if base_dir.is_dir() else getattr(AutoConfig.from_pretrained(
+            source, revision=revision, trust_remote_code=mcfg.trust_remote_code), "vocab_size", None)
+        grown = vocab is not None and base_vocab is not None and vocab > base_vocab
+        if grown:
+            config.vocab_size = base_vocab
         # New heads are missing from a pretrained base: the adapter holds their trained weights.
         with without_records("transformers.modeling_utils", "LOAD REPORT"):
             base = auto_class.from_pretrained(source, config=config, revision=revision, use_safetensors=True,
@@ -71,11 +91,14 @@ def load_adapter(auto_class: Any, model_dir: Path, mcfg: DictConfig) -> Any:
     except (OSError, ValueError) as e:
         raise HfxError(f"model.name_or_path: cannot load '{source}', the base model of the adapter in {model_dir} "
                        f"({str(e).splitlines()[0]})") from e
+    if grown:
+        base.resize_token_embeddings(vocab, mean_resizing=False)
     if (model_dir / "generation_config.json").is_file():
         from transformers import GenerationConfig
 
         base.generation_config = GenerationConfig.from_pretrained(str(model_dir))
-    model = PeftModel.from_pretrained(base, str(model_dir))
+    with quiet_peft():
+        model = PeftModel.from_pretrained(base, str(model_dir))
     prepare_generation(model)
     return model.eval()
 

@@ -114,6 +114,15 @@ def test_bad_settings_are_refused_in_one_line() -> None:
                               (["peft=dora", "peft.dropout=1.5"], "peft.dropout: expected a probability")):
         with pytest.raises(HfxError, match=needle):
             check_composed(compose("train", overrides))
+    # Where hfx does not run prompt learning is known from the config alone: refused before any model is built.
+    for overrides, needle in ((["task=masked_lm", "peft=prompt_tuning"], "not for the masked_lm task"),
+                              (["task=summarization", "model=tiny_bart", "tokenizer=bpe", "peft=prefix_tuning"],
+                               "causal language models .*, not for the seq2seq task"),
+                              (["model=tiny_llama", "tokenizer=bpe", "peft=prompt_tuning"],
+                               "not for the sequence_classification task with a decoder model")):
+        with pytest.raises(HfxError, match=f"peft={overrides[-1][5:]}: hfx runs it for .*{needle}"):
+            check_composed(compose("train", overrides))
+    check_composed(compose("train", ["model=tiny_llama", "tokenizer=bpe", "task=causal_lm", "peft=prefix_tuning"]))
     with pytest.raises(HfxError, match="peft.feedforward_modules: 'output.dense' is not one of peft.target_modules"):
         wrap("bert", "peft=ia3", "peft.target_modules=[key,value]", "peft.feedforward_modules=[output.dense]")
     base, _ = tiny("bert")

@@ -108,7 +108,6 @@ def test_a_special_tokens_key_that_is_not_a_special_token_is_one_line(cache, tmp
 
 @pytest.mark.parametrize(("overrides", "expected"), [
     (["peft=prompt_tuning"], "peft=prompt_tuning keeps the embeddings frozen"),
-    (["peft=lora", "peft.merge_on_save=false"], "peft.merge_on_save=false: hfx saves added tokens"),
 ])
 def test_peft_settings_that_cannot_keep_added_tokens_are_refused(overrides, expected) -> None:
     import torch
@@ -124,3 +123,43 @@ def test_peft_settings_that_cannot_keep_added_tokens_are_refused(overrides, expe
         model = transformers.AutoModelForSequenceClassification.from_config(config)
     with pytest.raises(HfxError, match=expected):
         apply_peft(model, compose("train", overrides).peft, [], "SEQ_CLS", (), [118, 119])
+
+
+@pytest.mark.parametrize("method", ["lora", "ia3"])
+def test_an_adapter_kept_separate_keeps_the_added_tokens(method, tmp_path) -> None:
+    """peft.merge_on_save=false with added tokens: the adapter holds the trained new rows (LoRA: those rows alone;
+    IA3: the input embeddings in full), and loading grows the pretrained base's embeddings before the adapter goes
+    on, so the loaded model gives the trained model's outputs on rows that use the new tokens."""
+    import torch
+    import transformers
+    from omegaconf import OmegaConf
+
+    from hfx.adapters import apply_peft, merge_for_saving
+    from hfx.config.compose import compose
+    from hfx.saved_adapters import load_adapter
+
+    transformers.set_seed(0)
+    config = transformers.AutoConfig.for_model("bert", vocab_size=120, hidden_size=32, num_hidden_layers=1,
+                                               num_attention_heads=2, intermediate_size=64, num_labels=2)
+    auto = transformers.AutoModelForSequenceClassification
+    auto.from_config(config).save_pretrained(str(tmp_path / "pretrained"))  # the hub checkpoint, 120 rows
+    model = auto.from_pretrained(str(tmp_path / "pretrained"))
+    model.resize_token_embeddings(123)  # three tokens added by the run
+    pcfg = compose("train", [f"peft={method}", "peft.merge_on_save=false"]).peft
+    wrapped = apply_peft(model, pcfg, ["classifier"], "SEQ_CLS", (), [120, 121, 122])
+    with torch.no_grad():
+        for p in wrapped.parameters():
+            if p.requires_grad:
+                p.add_(torch.randn_like(p) * 0.5)
+    wrapped.eval()
+    batch = {"input_ids": torch.tensor([[3, 120, 7, 121, 9], [11, 122, 13, 4, 5]])}
+    with torch.no_grad():
+        before = wrapped(**batch).logits
+    merge_for_saving(wrapped, pcfg).save_pretrained(str(tmp_path / "run"))
+    mcfg = OmegaConf.create({"name_or_path": str(tmp_path / "pretrained"), "revision": None,
+                             "trust_remote_code": False})
+    loaded = load_adapter(auto, tmp_path / "run", mcfg)
+    assert loaded.get_input_embeddings().weight.shape[0] == 123
+    with torch.no_grad():
+        after = loaded(**batch).logits
+    assert torch.allclose(before, after, atol=1e-6), (before, after)

@@ -148,7 +148,7 @@ def check_composed(cfg: Any) -> None:
     """Registry names and local files of a train config, checked without importing anything heavy."""
     from omegaconf import OmegaConf
 
-    from hfx.adapters import PEFT_METHODS
+    from hfx.adapters import PEFT_METHODS, check_task_fits
     from hfx.architectures import ARCHITECTURES, buildable
     from hfx.config.data_checks import check_dataset, check_dataset_names
     from hfx.data import FILE_BUILDERS, local_data_files
@@ -198,6 +198,8 @@ def check_composed(cfg: Any) -> None:
                            "(dataset.validation_split=null) or carve from train, not both")
     check_dataset_names(cfg, task)  # columns and labels the data operations name, in the data itself
     PEFT_METHODS.get(cfg.peft.name).check(cfg.peft)
+    record = ARCHITECTURES.get(cfg.model.architecture) if cfg.model.architecture else None
+    check_task_fits(cfg.peft, task, cfg.task.name, record.shape if record else None)
     check_freeze(cfg.freeze)
     check_training_arguments(cfg, task)
     check_launch(cfg)  # processes, machines, precision and what this machine can run
