@@ -7,7 +7,7 @@ train: setup
 test: setup
 	.venv/bin/python -m pytest -q
 test-fast:
-	.venv/bin/python -m pytest -q -m "not slow"
+	.venv/bin/python -m pytest -q -m "not slow and not extended and not bench"
 test-extended:
 	.venv/bin/python -m pytest -q -m extended
 lint:

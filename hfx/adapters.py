@@ -235,7 +235,9 @@ def _targets(model: Any, given: Any, default: tuple[str, ...], key: str = "peft.
 def _record(model: Any) -> Any:
     from hfx.architectures import architecture
 
-    return architecture(model.config.model_type)
+    # A warm-started EncoderDecoderModel (model_type encoder-decoder) takes its encoder's family: bert2bert -> bert.
+    encoder = getattr(model.config, "encoder", None) if model.config.model_type == "encoder-decoder" else None
+    return architecture(encoder.model_type if encoder is not None else model.config.model_type)
 
 
 def _positive(pcfg: DictConfig, *keys: str) -> None:

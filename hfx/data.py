@@ -119,6 +119,10 @@ def load_splits(dcfg: DictConfig, seed: int, eval_only: bool = False, columns: A
     (TaskSettings.columns), which the operations read; None when no operation needs them."""
     from hfx.dataops import apply_ops
 
+    if dcfg.streaming and not eval_only:
+        from hfx.streaming import load_stream_splits
+
+        return load_stream_splits(dcfg, columns)
     return apply_ops(read_splits(dcfg, eval_only), dcfg, seed, eval_only, columns)
 
 
@@ -129,6 +133,8 @@ def read_splits(dcfg: DictConfig, eval_only: bool = False) -> Any:
     # datasets logs a parser's failure itself before raising; hfx reports it (root_cause) in its one line.
     datasets.logging.set_verbosity(datasets.logging.CRITICAL)
     builder, data_files = local_data_files(dcfg)
+    if eval_only and dcfg.streaming and dcfg.eval_split in data_files:  # a streamed run's train file stays unread
+        data_files = {dcfg.eval_split: data_files[dcfg.eval_split]}
     if data_files and dcfg.train_split not in data_files and not eval_only:
         raise HfxError(f"dataset: no '{dcfg.train_split}' file among the splits {', '.join(data_files)}")
     try:
@@ -268,6 +274,9 @@ def tokenize_splits(raw: Any, task: Any, tokenizer: Any, settings: Any, labels: 
     out = {}
     for split_name, split in raw.items():
         train = split_name == "train"
+        if not hasattr(split, "_fingerprint"):  # a stream (dataset.streaming): mapped lazily as it is read, not cached
+            out[split_name] = task.preprocess(split, tokenizer, settings, labels, train)
+            continue
         fp = features_fingerprint(split, tokenizer, settings, labels, train)
         path = root / f"{task.name}-{split_name}-{fp}"
         with main_process_first():
@@ -284,6 +293,9 @@ def tokenize_splits(raw: Any, task: Any, tokenizer: Any, settings: Any, labels: 
 
 
 def map_features(split: Any, encode: Any, train: bool, **kwargs: Any) -> Any:
-    """Run a task's batched `encode` over a raw split, dropping the raw columns; hfx caches the result itself."""
+    """Run a task's batched `encode` over a raw split, dropping the raw columns; hfx caches the result itself. A stream
+    is mapped by the same `encode`, lazily (rows come out as the stream is read)."""
+    if not hasattr(split, "_fingerprint"):
+        return split.map(encode, batched=True, remove_columns=split.column_names, **kwargs)
     return split.map(encode, batched=True, remove_columns=split.column_names, keep_in_memory=True,
                      desc=f"tokenize {'train' if train else 'eval'}", **kwargs)

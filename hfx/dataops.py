@@ -297,7 +297,7 @@ def filter_tokens(raw: Any, dcfg: Any, tokenizer: Any, columns: Any) -> Any:
             if f[key] is None:
                 continue
             # The tokenizer is hashed by its own fingerprint (datasets' hash of it changes once it has been called).
-            fp = hashlib.sha256(repr((split._fingerprint, key, f[key], r.texts, tokenizer_fingerprint(tokenizer)))
+            fp = hashlib.sha256(repr((getattr(split, "_fingerprint", None), key, f[key], r.texts, tokenizer_fingerprint(tokenizer)))
                                 .encode()).hexdigest()[:16]
             split = _filter(split, where, f"{key}={f[key]}", f"filter.{key}", _tokens_within, heads, spec=spec,
                             bounds=bounds, tokenizer=tokenizer, new_fingerprint=fp)
@@ -309,6 +309,11 @@ def filter_tokens(raw: Any, dcfg: Any, tokenizer: Any, columns: Any) -> Any:
 
 def _filter(split: Any, where: str, step: str, key: str, fn: Any, heads: list[str], new_fingerprint: str | None = None,
             **kwargs: Any) -> Any:
+    if not hasattr(split, "_fingerprint"):  # a stream: filtered lazily as rows are read (nothing to count yet)
+        from hfx.streaming import filtered
+
+        log.info("data: %s: %s applies to the stream as it is read", where, step)
+        return filtered(split, fn, heads, kwargs)
     before = len(split)
     out = split.filter(fn, input_columns=heads, batched=True, fn_kwargs=kwargs, new_fingerprint=new_fingerprint,
                        desc=f"{step} ({where})")

@@ -76,10 +76,19 @@ def main_process_first() -> Iterator[None]:
     if world_size() <= 1:
         yield
         return
+    with process_state().main_process_first():
+        yield
+
+
+def process_state() -> Any:
+    """accelerate's PartialState, set up for this launch. On a machine without an accelerator it must be told
+    `cpu=True`: a bare PartialState() there resolves to ONE process even under a 2-rank launch (every rank is its
+    own "main process", so main_process_first never waits and each rank tokenized on its own)."""
+    import torch
     from accelerate import PartialState
 
-    with PartialState().main_process_first():
-        yield
+    accelerated = torch.accelerator.is_available() if hasattr(torch, "accelerator") else torch.cuda.is_available()
+    return PartialState(cpu=not accelerated)
 
 
 def launch_timestamp() -> float | None:

@@ -19,16 +19,23 @@ def trainer_device(model: Any) -> Any:
 
 
 def token_weighted_loss(
-    model: Any, features: Any, collate: Any, batch_size: int, device: Any
+    model: Any, features: Any, collate: Any, batch_size: int, device: Any, split: bool = True
 ) -> tuple[float, int]:
     """(mean loss per target token, number of target tokens) over all batches; no logits are kept.
 
-    The model's loss is a mean over the (shifted) targets of one batch: multiplied back by their count."""
+    The model's loss is a mean over the (shifted) targets of one batch: multiplied back by their count. Under
+    several processes each scores a contiguous share of the rows and the sums are added up across them: every rank
+    gets the 1-process result (up to float rounding) for a share of the work. split=False where every forward pass
+    needs all ranks (FSDP, DeepSpeed: sharded weights are gathered in it): each rank then scores every row."""
     import torch
     from torch.utils.data import DataLoader
 
     keep = [c for c in features.column_names if c in ("input_ids", "labels")]
-    loader = DataLoader(features.select_columns(keep), batch_size=batch_size, collate_fn=collate)
+    ranks, rank = process_group() if split else (1, 0)
+    rows = features.select_columns(keep)
+    if ranks > 1:
+        rows = rows.shard(num_shards=ranks, index=rank, contiguous=True)
+    loader = DataLoader(rows, batch_size=batch_size, collate_fn=collate)
     total, count = 0.0, 0
     was_training = model.training
     model.eval()
@@ -41,9 +48,23 @@ def token_weighted_loss(
             total += float(model(**batch).loss) * n
             count += n
     model.train(was_training)
+    if ranks > 1:
+        sums = torch.tensor([total, count], dtype=torch.float64, device=device)
+        torch.distributed.all_reduce(sums)
+        total, count = float(sums[0]), int(sums[1])
     if count == 0:
         raise HfxError("dataset: the evaluation split has no target tokens")
     return total / count, count
+
+
+def process_group() -> tuple[int, int]:
+    """(world size, rank) of the initialised torch.distributed group; (1, 0) without one."""
+    import torch
+
+    dist = torch.distributed
+    if not (dist.is_available() and dist.is_initialized()):
+        return 1, 0
+    return dist.get_world_size(), dist.get_rank()
 
 
 def generate(

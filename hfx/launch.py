@@ -347,6 +347,7 @@ def launch(cfg: DictConfig, run_path: Path, overrides: list[str]) -> dict[str, A
 
     from hfx.distributed import FROZEN_CONFIG_ENV, run_child
     from hfx.files import write_text
+    from hfx.loggers import SWEEP_JOB_ENV, sweep_job
     from hfx.rundir import RunDir
 
     if cfg.resume:  # a mark of the session before is not this one's outcome (rank 0 writes config.yaml)
@@ -362,6 +363,9 @@ def launch(cfg: DictConfig, run_path: Path, overrides: list[str]) -> dict[str, A
     log.info("launch: %d process(es) on this machine under accelerate launch (%s): %s",
              launch_cfg.num_processes // launch_cfg.num_machines, config_file.name, shlex.join(command))
     env = {**os.environ, FROZEN_CONFIG_ENV: json.dumps(OmegaConf.to_container(cfg, resolve=True))}
+    sweep = sweep_job()
+    if sweep is not None:  # the ranks name and group the run as the sweep's other jobs
+        env[SWEEP_JOB_ENV] = json.dumps([str(sweep[0]), sweep[1]])
     code = run_child(command, env)
     for name, error in (("INTERRUPTED", Stopped), ("FAILED", HfxError)):
         if code and (run_path / name).is_file():

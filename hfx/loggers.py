@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import importlib
 import importlib.util
+import json
 import logging
 import os
 import sys
@@ -264,6 +265,21 @@ def _finish_trackio() -> None:
     trackio.finish()
 
 
+# A sweep job run as several processes (launch=ddp ...): its ranks run as single runs, so the job hands them its
+# sweep directory and swept values (JSON) to name and group the run as every other job of the sweep.
+SWEEP_JOB_ENV = "HFX_SWEEP_JOB"
+
+
+def launched_sweep_job() -> tuple[Path, list[str]] | None:
+    from hfx.distributed import under_launcher
+
+    text = os.environ.get(SWEEP_JOB_ENV)
+    if text is None or not under_launcher():
+        return None
+    sweep_dir, values = json.loads(text)
+    return Path(sweep_dir), list(values)
+
+
 def sweep_job() -> tuple[Path, list[str]] | None:
     """In a sweep's job: the sweep directory and the job's values of the swept keys (`learning_rate=0.001`, the
     last part of a key unless two swept keys share it); None outside a sweep."""
@@ -274,7 +290,7 @@ def sweep_job() -> tuple[Path, list[str]] | None:
     from hfx.redaction import redact_text
 
     if not HydraConfig.initialized() or HydraConfig.get().mode != RunMode.MULTIRUN:
-        return None
+        return launched_sweep_job()
     hydra = HydraConfig.get()
     sweep_dir = Path(hydra.sweep.dir)
     parser = OverridesParser.create()

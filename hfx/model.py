@@ -28,17 +28,12 @@ def load_config(mcfg: DictConfig, tokenizer: Any, extra: dict[str, Any]) -> Any:
     from transformers import AutoConfig
 
     overrides = OmegaConf.to_container(mcfg.config, resolve=True) or {}
-    if mcfg.name_or_path:
-        try:
-            config = AutoConfig.from_pretrained(
-                mcfg.name_or_path, revision=mcfg.revision, trust_remote_code=mcfg.trust_remote_code
-            )
-        except (OSError, ValueError) as e:
-            raise HfxError(f"model.name_or_path: cannot load '{mcfg.name_or_path}' ({str(e).splitlines()[0]})") from e
-        for key, value in overrides.items():
-            if not hasattr(config, key):
-                raise HfxError(f"model.config.{key}: not a field of {type(config).__name__}")
-            setattr(config, key, value)
+    if mcfg.decoder_name_or_path:
+        from hfx.encoder_decoder import warm_start_config
+
+        config = warm_start_config(mcfg, tokenizer, overrides)
+    elif mcfg.name_or_path:
+        config = pretrained_config(mcfg, "name_or_path", overrides)
     elif mcfg.architecture:
         record = ARCHITECTURES.get(mcfg.architecture)
         model_type = record.model_type
@@ -52,7 +47,24 @@ def load_config(mcfg: DictConfig, tokenizer: Any, extra: dict[str, Any]) -> Any:
         raise HfxError("model: set model.name_or_path (pretrained) or model.architecture (from scratch)")
     for key, value in extra.items():
         setattr(config, key, value)
-    check_tokenizer_fits(config, tokenizer, "vocab_size" in overrides)
+    for part in (config.encoder, config.decoder) if mcfg.decoder_name_or_path else (config,):
+        check_tokenizer_fits(part, tokenizer, "vocab_size" in overrides)
+    return config
+
+
+def pretrained_config(mcfg: DictConfig, key: str, overrides: dict[str, Any]) -> Any:
+    """The config of the checkpoint at model.<key> (name_or_path, decoder_name_or_path) with model.config set on it."""
+    from transformers import AutoConfig
+
+    source = mcfg[key]
+    try:
+        config = AutoConfig.from_pretrained(source, revision=mcfg.revision, trust_remote_code=mcfg.trust_remote_code)
+    except (OSError, ValueError) as e:
+        raise HfxError(f"model.{key}: cannot load '{source}' ({str(e).splitlines()[0]})") from e
+    for name, value in overrides.items():
+        if not hasattr(config, name):
+            raise HfxError(f"model.config.{name}: not a field of {type(config).__name__}")
+        setattr(config, name, value)
     return config
 
 
@@ -77,6 +89,10 @@ def build_model(mcfg: DictConfig, auto_class: Any, config: Any, attn_implementat
     attention = {"attn_implementation": attn_implementation} if attn_implementation else {}
     if attn_implementation:
         log.info("attention implementation: %s", attn_implementation)
+    if mcfg.decoder_name_or_path:
+        from hfx.encoder_decoder import warm_start
+
+        return warm_start(mcfg, config, attention)
     if not mcfg.name_or_path:
         model = auto_class.from_config(config, **attention)
         log.info("built %s from scratch: %.2fM parameters", type(model).__name__, _count(model) / 1e6)

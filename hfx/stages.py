@@ -40,20 +40,24 @@ def prepare_data(cfg: DictConfig, tokenizer: Any = None, labels: list[str] | Non
     """Raw splits checked by the task, a tokenizer (built, or the given one), labels and cached features."""
     from hfx.data import load_splits, tokenize_splits
     from hfx.dataops import filter_tokens
+    from hfx.streaming import is_stream, sample, shuffled
     from hfx.tasks import TASKS, task_settings
     from hfx.tokenizer import build_tokenizer
 
     task = TASKS.get(cfg.task.name)
     settings = task_settings(cfg, task)
     raw = load_splits(cfg.dataset, cfg.trainer.seed, eval_only=eval_only, columns=settings.columns)
-    task.validate_data(raw, settings)
+    seen = sample(raw, cfg.dataset)  # a streamed train split: its first rows stand for it (hfx/streaming.py)
+    task.validate_data(seen, settings)
     if tokenizer is None:
-        tokenizer = build_tokenizer(cfg.tokenizer, cfg.model, lambda: task.training_texts(raw["train"], settings),
-                                    cfg.cache_dir, raw["train"]._fingerprint)
+        tokenizer = build_tokenizer(cfg.tokenizer, cfg.model, lambda: task.training_texts(seen["train"], settings),
+                                    cfg.cache_dir, seen["train"]._fingerprint)
     raw = filter_tokens(raw, cfg.dataset, tokenizer, settings.columns)  # needs the tokenizer: the last data op
     if labels is None and not eval_only:
-        labels = task.label_names(raw, settings)
+        labels = task.label_names(seen if is_stream(raw["train"]) else raw, settings)
     features = tokenize_splits(raw, task, tokenizer, settings, labels, cfg.cache_dir)
+    if not eval_only and is_stream(features["train"]):
+        features["train"] = shuffled(features["train"], cfg.dataset, cfg.trainer.seed)
     return Data(task, raw, tokenizer, labels, features, settings)
 
 

@@ -12,6 +12,7 @@ from typing import Any
 
 from omegaconf import DictConfig
 
+from hfx.distributed import main_process_first
 from hfx.errors import HfxError
 from hfx.files import new_dir
 from hfx.registry import Registry
@@ -58,12 +59,18 @@ def pretrained_tokenizer(tcfg: DictConfig, mcfg: DictConfig, texts: TextSource, 
 
 def _trained(kind: str, tcfg: DictConfig, texts: TextSource, cache_dir: str, data_key: str) -> Any:
     """Train (or reuse from cache) a tokenizer on the training texts."""
-    from transformers import AutoTokenizer, PreTrainedTokenizerFast
-
     key = hashlib.sha256(
         repr((kind, data_key, tcfg.vocab_size, tcfg.min_frequency, tcfg.lowercase, tcfg.train_samples)).encode()
     ).hexdigest()[:16]
     path = Path(os.path.expanduser(cache_dir)) / "tokenizers" / f"{kind}-{key}"
+    # Training is not deterministic across processes (ties in the merges): rank 0 trains, the others load its copy.
+    with main_process_first():
+        return _train_or_load(kind, tcfg, texts, path)
+
+
+def _train_or_load(kind: str, tcfg: DictConfig, texts: TextSource, path: Path) -> Any:
+    from transformers import AutoTokenizer, PreTrainedTokenizerFast
+
     if (path / "tokenizer.json").is_file():
         log.info("reusing %s tokenizer from cache %s", kind, path)
         return AutoTokenizer.from_pretrained(str(path))

@@ -11,6 +11,7 @@ from typing import Any
 from omegaconf import DictConfig, OmegaConf
 
 from hfx.errors import HfxError
+from hfx.labels import IGNORE_INDEX
 
 log = logging.getLogger("hfx")
 
@@ -57,6 +58,32 @@ def attention_implementation(cfg: DictConfig) -> str | None:
     return "eager" if use_bf16(cfg.trainer) and on_cpu(cfg.trainer) else None
 
 
+def check_attention(cfg: DictConfig) -> None:
+    """model.attn_implementation at composition: a name transformers knows, and a flash attention kernel only where
+    a CUDA GPU is in use and its package is installed (otherwise transformers fails when the model is built, after
+    the data is tokenized, without naming the key)."""
+    chosen = cfg.model.attn_implementation
+    if chosen is None or "/" in chosen:  # a hub kernel (org/name) is the hub's to check
+        return
+    from transformers import utils
+    from transformers.modeling_utils import ALL_ATTENTION_FUNCTIONS
+
+    known = ["eager", *ALL_ATTENTION_FUNCTIONS.valid_keys()]
+    if chosen not in known:
+        from hfx.errors import one_of
+
+        raise one_of("model.attn_implementation", chosen, known)
+    if chosen.startswith("flash_attention_"):
+        if on_cpu(cfg.trainer):
+            raise HfxError(f"model.attn_implementation={chosen}: flash attention needs a CUDA GPU and none is in use; "
+                           "use sdpa (or null: hfx picks)")
+        available = getattr(utils, f"is_{chosen.replace('attention', 'attn')}_available", lambda: False)
+        if not available():
+            raise HfxError(f"model.attn_implementation={chosen}: its package is not installed (pip install "
+                           f"{'flash-attn' if chosen == 'flash_attention_2' else 'the flash-attn release for it'}); "
+                           "use sdpa")
+
+
 def data_workers(tcfg: DictConfig) -> dict[str, Any]:
     """trainer.dataloader_num_workers, with null resolved (see the schema)."""
     if tcfg.dataloader_num_workers is not None:
@@ -92,6 +119,11 @@ def training_arguments(cfg: DictConfig, task_args: dict[str, Any], output_dir: P
     }
     if average is not None:
         merged["average_tokens_across_devices"] = average
+    if cfg.dataset.streaming:
+        # accelerate's default for a stream reads it on rank 0 and concatenates one batch per rank before splitting,
+        # which fails on dynamically padded batches of different widths: each rank reads its own share instead
+        # (accelerate shards the stream by files, or by batches when it has fewer files than ranks).
+        merged.setdefault("accelerator_config", {"dispatch_batches": False})
     if merged.get("hub_token"):
         # Checkpoints pickle the TrainingArguments (training_args.bin): the token goes where huggingface_hub
         # reads it instead.
@@ -119,8 +151,56 @@ def ordered_eval(trainer_cls: type) -> type:
                 return None
             return SequentialSampler(eval_dataset)
 
+        def evaluation_loop(self, *args: Any, **kwargs: Any) -> Any:
+            # Under several processes accelerate pads the last evaluation batch with rows from the start, and
+            # `gather_for_metrics` drops them again. Seq2SeqTrainer gathers with a plain `gather` instead, which keeps
+            # them: predictions would outnumber the rows (an IndexError, or metrics counting rows twice).
+            self.gather_function = functools.partial(self.accelerator.gather_for_metrics,
+                                                     use_gather_object=self.args.eval_use_gather_object)
+            return super().evaluation_loop(*args, **kwargs)
+
     OrderedEvalTrainer.__name__ = f"Hfx{trainer_cls.__name__}"
     return OrderedEvalTrainer
+
+
+def label_weighted_loss(trainer_cls: type) -> type:
+    """A Trainer subclass whose training loss is the same under any number of processes and accumulation steps.
+
+    transformers passes `num_items_in_batch` (the labels of the whole optimizer step: all micro-batches, and all
+    ranks under `average_tokens_across_devices`) to the model and multiplies the loss by the world size, assuming the
+    model's loss divides by that count. The encoder heads (BERT-like sequence / token classification, masked LM) and
+    encoder-decoder models (BART) ignore it and average over their own batch: their loss and gradients came out
+    world-size (and accumulation-steps) times too large. Here every model is called without the count, so that its
+    loss is the mean over its own labels, and that mean is turned into its share of the step's mean: times this
+    process's label count, divided by the step's count (times the world size when the count spans the ranks, as the
+    Trainer does, since DDP averages gradients). Exact for models that honour the count too (causal LMs).
+    Evaluation batches get their plain mean, as in one process."""
+
+    class LabelWeightedLoss(trainer_cls):
+        def compute_loss(self, model: Any, inputs: dict[str, Any], return_outputs: bool = False,
+                         num_items_in_batch: Any = None) -> Any:
+            labels = inputs.get("labels")
+            if not model.training:
+                # Evaluation: the mean over this batch, as one process computes it (the Trainer's eval_loss is a
+                # mean over batches), not this rank's share of a step spanning the ranks.
+                return super().compute_loss(model, inputs, return_outputs=return_outputs)
+            if (num_items_in_batch is None or labels is None or self.compute_loss_func is not None
+                    or self.args.n_gpu > 1):
+                return super().compute_loss(model, inputs, return_outputs=return_outputs,
+                                            num_items_in_batch=num_items_in_batch)
+            # Counted as the Trainer counts num_items_in_batch (a causal LM's unshifted labels included).
+            counted = inputs.get("shift_labels")
+            mine = (labels if counted is None else counted).ne(IGNORE_INDEX).sum()
+            out = super().compute_loss(model, inputs, return_outputs=return_outputs)
+            loss, outputs = out if return_outputs else (out, None)
+            scale = mine.to(loss.device) / num_items_in_batch
+            if self.args.average_tokens_across_devices and self.args.world_size > 1:
+                scale = scale * self.accelerator.num_processes
+            loss = loss * scale
+            return (loss, outputs) if return_outputs else loss
+
+    LabelWeightedLoss.__name__ = trainer_cls.__name__
+    return LabelWeightedLoss
 
 
 def build_trainer(cfg: DictConfig, task: Any, model: Any, tokenizer: Any, features: dict[str, Any], labels: Any,
@@ -133,7 +213,7 @@ def build_trainer(cfg: DictConfig, task: Any, model: Any, tokenizer: Any, featur
     settings = task_settings(cfg, task)
     seq2seq = getattr(task, "seq2seq", False)
     args = training_arguments(cfg, task.training_args(settings), output_dir, report_to, seq2seq=seq2seq)
-    cls = resumable(ordered_eval(Seq2SeqTrainer if seq2seq else Trainer))
+    cls = resumable(label_weighted_loss(ordered_eval(Seq2SeqTrainer if seq2seq else Trainer)))
     return cls(
         model=model,
         args=args,

@@ -201,12 +201,46 @@ def test_launch_ddp_runs_two_ranks_on_one_frozen_config(cache, tmp_path) -> None
 
 @pytest.mark.extended  # outside CI's 20 minutes (make test-extended)
 def test_each_sweep_job_is_a_two_process_run(cache, tmp_path) -> None:
+    from tests.test_loggers import _wandb_records
+
     r = run_hfx("train", "-m", *TINY, *DATA, f"dataset.data_dir={shared('sst2')}", f"cache_dir={cache}",
-                "launch=ddp", "launch.num_processes=2", "trainer.learning_rate=1e-3", cache=cache, cwd=tmp_path)
+                "launch=ddp", "launch.num_processes=2", "trainer.learning_rate=1e-3,2e-3", "logger=wandb",
+                cache=cache, cwd=tmp_path, env={"WANDB_MODE": "offline"})
     assert r.returncode == 0, r.stderr[-4000:]
     sweep = next((tmp_path / "multirun" / "default").iterdir())
     jobs = json.loads((sweep / "summary.json").read_text())["jobs"]
-    assert [j["status"] for j in jobs] == ["ok"] and jobs[0]["objective"] is not None
-    job = sweep / "0"
-    assert json.loads((job / "metrics.json").read_text())["world_size"] == 2
-    assert (job / "accelerate_config.yaml").is_file()
+    assert [j["status"] for j in jobs] == ["ok", "ok"] and jobs[0]["objective"] is not None
+    for n, lr in ((0, "0.001"), (1, "0.002")):
+        job = sweep / str(n)
+        assert json.loads((job / "metrics.json").read_text())["world_size"] == 2
+        assert (job / "accelerate_config.yaml").is_file()
+        # The ranks run as single runs: the job hands them the sweep's name and group for the trackers.
+        run, _ = _wandb_records(job, cache)
+        assert run["display_name"] == f"default-learning_rate={lr}", run
+        assert run.get("run_group") == f"default-{sweep.name}"
+
+
+def test_a_rank_of_a_launched_sweep_job_names_the_run_as_the_sweep_does(monkeypatch, tmp_path) -> None:
+    from hfx.loggers import SWEEP_JOB_ENV, run_name, store_dir, sweep_group
+
+    monkeypatch.setenv(SWEEP_JOB_ENV, json.dumps([str(tmp_path / "sweep"), ["learning_rate=0.001"]]))
+    assert run_name("exp", tmp_path / "sweep" / "0") == "exp-0"  # not a rank: the job itself is the sweep's
+    monkeypatch.setenv("LOCAL_RANK", "1")
+    assert run_name("exp", tmp_path / "sweep" / "0") == "exp-learning_rate=0.001"
+    assert sweep_group("exp") == "exp-sweep" and store_dir(tmp_path / "x", "mlruns") == tmp_path / "sweep" / "mlruns"
+
+
+@pytest.mark.extended  # submitit polls its jobs: about a minute of mostly waiting (make test-extended)
+def test_submitits_local_executor_runs_each_job_as_a_two_process_run(cache, tmp_path) -> None:
+    """hydra-submitit-launcher's local executor (what `hydra/launcher=submitit_slurm` submits to SLURM, run on this
+    machine): each job goes through the same launch path and really trains on 2 ranks."""
+    r = run_hfx("train", "-m", "hydra/launcher=submitit_local", *TINY, *DATA, f"dataset.data_dir={shared('sst2')}",
+                f"cache_dir={cache}", "launch=ddp", "launch.num_processes=2", "trainer.max_steps=2",
+                cache=cache, cwd=tmp_path)
+    assert r.returncode == 0, r.stderr[-4000:]
+    sweep = next((tmp_path / "multirun" / "default").iterdir())
+    assert list((sweep / ".submitit").glob("*/*_result.pkl"))  # submitit, not Hydra's basic launcher, ran it
+    jobs = json.loads((sweep / "summary.json").read_text())["jobs"]
+    assert [j["status"] for j in jobs] == ["ok"], jobs
+    metrics = json.loads((sweep / "0" / "metrics.json").read_text())
+    assert metrics["world_size"] == 2 and "eval_accuracy" in metrics

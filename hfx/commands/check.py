@@ -74,6 +74,7 @@ def sample_rows(cfg: DictConfig) -> Sample:
 
     from hfx.data import load_splits
     from hfx.dataops import filter_tokens, recorded
+    from hfx.streaming import sample as stream_sample
     from hfx.tasks import TASKS, task_settings
     from hfx.tokenizer import build_tokenizer
 
@@ -82,6 +83,7 @@ def sample_rows(cfg: DictConfig) -> Sample:
     settings = task_settings(cfg, task)
     with recorded() as ops:
         raw = load_splits(cfg.dataset, cfg.trainer.seed, columns=settings.columns)
+        raw = stream_sample(raw, cfg.dataset)  # a streamed train split: its first dataset.stream_head rows
         task.validate_data(raw, settings)
         tokenizer = build_tokenizer(cfg.tokenizer, cfg.model, lambda: task.training_texts(raw["train"], settings),
                                     cfg.cache_dir, raw["train"]._fingerprint)
@@ -160,14 +162,17 @@ def checkpoint_keys(name_or_path: str, revision: str | None) -> set[str] | None:
         return None
 
 
-def fresh_modules(model: Any, mcfg: DictConfig) -> list[str]:
+def fresh_modules(model: Any, mcfg: DictConfig, source: str | None = None) -> list[str]:
     """Modules whose parameters the checkpoint does not hold (as from_pretrained's missing keys)."""
-    keys = checkpoint_keys(mcfg.name_or_path, mcfg.revision)
+    if mcfg.decoder_name_or_path and source is None:  # a warm-started EncoderDecoderModel: each half, its checkpoint
+        halves = (("encoder", mcfg.name_or_path), ("decoder", mcfg.decoder_name_or_path))
+        return [f"{side}.{m}" for side, path in halves for m in fresh_modules(getattr(model, side), mcfg, path)]
+    keys = checkpoint_keys(source or mcfg.name_or_path, mcfg.revision)
     if keys is None:
         return []
     names = [name for name, _ in model.named_parameters()]
     prefix = getattr(model, "base_model_prefix", "")
-    if prefix and not any(k.startswith(prefix + ".") for k in keys):
+    if prefix and any(n.startswith(prefix + ".") for n in names) and not any(k.startswith(prefix + ".") for k in keys):
         keys = {f"{prefix}.{k}" for k in keys}  # a base-model checkpoint loaded into a model with a head
     return sorted({n.rsplit(".", 1)[0] for n in names if n not in keys})
 

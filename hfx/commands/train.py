@@ -111,8 +111,10 @@ def train(cfg: DictConfig, run_path: Path) -> dict[str, Any]:
     checkpoint = resume_from(cfg, run_dir, main)
     if checkpoint:
         trainer.loss_before_session = loss_before(Path(checkpoint))
-    log.info("training: %d train / %d eval rows, world size %d", len(run.features["train"]),
-             len(run.features["eval"]), trainer.args.world_size)
+    from hfx.streaming import count
+
+    log.info("training: %s train / %s eval rows, world size %d", count(run.features["train"]),
+             count(run.features["eval"]), trainer.args.world_size)
     setup_s = time.time() - process_start()
     result = trainer.train(resume_from_checkpoint=checkpoint)
     if (signum := stopped_by(trainer)) is not None:

@@ -22,7 +22,7 @@ _FLAGS_WITH_VALUE = {"--config-name", "-cn", "--config-path", "-cp", "--config-d
 INSTANTIATE_KEYS = frozenset({"_target_", "_partial_", "_args_", "_recursive_", "_convert_"})
 # Keys whose values name registry entries, and names that are hub ids or local paths: never import paths.
 REGISTRY_KEYS = ("task.name", "peft.name", "launch.name", "tokenizer.kind", "model.architecture")
-NAME_KEYS = ("model.name_or_path", "tokenizer.name_or_path")
+NAME_KEYS = ("model.name_or_path", "model.decoder_name_or_path", "tokenizer.name_or_path")
 IMPORT_PATH = re.compile(r"^[A-Za-z_]\w*(\.[A-Za-z_]\w*)+$")
 
 
@@ -152,6 +152,7 @@ def check_composed(cfg: Any) -> None:
     from hfx.architectures import ARCHITECTURES, buildable
     from hfx.config.data_checks import check_dataset, check_dataset_names
     from hfx.data import FILE_BUILDERS, local_data_files
+    from hfx.encoder_decoder import check_warm_start
     from hfx.freezing import check_freeze
     from hfx.launch import check_launch
     from hfx.loggers import LOGGERS
@@ -176,6 +177,7 @@ def check_composed(cfg: Any) -> None:
                        f"{cfg.trainer.num_train_epochs}")
     split = cfg.dataset.validation_split
     check_dataset(cfg, task)  # the values of the data operations (hfx/config/data_checks.py)
+    check_warm_start(cfg.model, task)  # model.decoder_name_or_path (hfx/encoder_decoder.py)
     if cfg.model.architecture and cfg.model.name_or_path:
         raise HfxError(f"model.architecture={cfg.model.architecture} conflicts with model.name_or_path="
                        f"{cfg.model.name_or_path}: one builds a model from scratch, the other loads a pretrained "
@@ -188,7 +190,7 @@ def check_composed(cfg: Any) -> None:
         raise HfxError(f"tokenizer={cfg.tokenizer.kind} trains a new vocabulary, which does not fit the pretrained "
                        f"model.name_or_path={cfg.model.name_or_path} (its embeddings follow its own tokenizer's ids); "
                        "use tokenizer=auto, or a model built from scratch (model.architecture)")
-    for key in ("model.name_or_path", "tokenizer.name_or_path"):
+    for key in ("model.name_or_path", "model.decoder_name_or_path", "tokenizer.name_or_path"):
         check_local_path(key, OmegaConf.select(cfg, key))
     if cfg.dataset.path in FILE_BUILDERS or cfg.dataset.data_dir or cfg.dataset.data_files:
         _, files = local_data_files(cfg.dataset)
@@ -237,9 +239,10 @@ def check_training_arguments(cfg: Any, task: Any) -> None:
     from pathlib import Path
 
     from hfx.tasks import task_settings
-    from hfx.trainer import training_arguments, use_bf16
+    from hfx.trainer import check_attention, training_arguments, use_bf16
 
     use_bf16(cfg.trainer)  # fp16 without a GPU: hfx's own line
+    check_attention(cfg)
     if cfg.trainer.extra:
         import dataclasses
 

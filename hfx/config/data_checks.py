@@ -25,11 +25,14 @@ from hfx.errors import HfxError
 def check_dataset(cfg: Any, task: Any) -> None:
     """Composition-time check of the data operations' values (hfx/config/compose.py)."""
     from hfx.data import FILE_BUILDERS, local_data_files
+    from hfx.streaming import check_streaming
     from hfx.tasks import task_settings
 
     dcfg = cfg.dataset
     local = dcfg.path in FILE_BUILDERS or dcfg.data_dir or dcfg.data_files
-    check_values(dcfg, task_settings(cfg, task).columns, task.name, local_data_files(dcfg)[1] if local else {})
+    files = local_data_files(dcfg)[1] if local else {}
+    check_streaming(cfg, task, files)  # what a stream cannot do (dataset.streaming=true)
+    check_values(dcfg, task_settings(cfg, task).columns, task.name, files)
 
 
 def check_dataset_names(cfg: Any, task: Any) -> None:
@@ -38,7 +41,7 @@ def check_dataset_names(cfg: Any, task: Any) -> None:
     from hfx.data import read_splits
     from hfx.tasks import task_settings
 
-    if names_data(cfg.dataset):
+    if names_data(cfg.dataset) and not cfg.dataset.streaming:  # a stream is not read here: checked as it is read
         check_names(read_splits(cfg.dataset), cfg.dataset, task_settings(cfg, task).columns)
 
 

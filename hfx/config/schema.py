@@ -13,6 +13,9 @@ from omegaconf import MISSING
 class ModelConfig:
     # A hub id or local directory of a pretrained model; leave empty to build `architecture` from scratch.
     name_or_path: str | None = None
+    # Warm-start an encoder-decoder (transformers' EncoderDecoderModel, e.g. bert2bert) for seq2seq tasks: this
+    # checkpoint becomes the decoder (with new cross-attention), name_or_path the encoder. null = one model.
+    decoder_name_or_path: str | None = None
     # Registry name of an architecture to build from a config (bert, llama, gpt2, bart, ...).
     architecture: str | None = None
     # Config fields: the whole config for `architecture`, or overrides on a pretrained config
@@ -120,6 +123,15 @@ class DatasetConfig:
     filter: DatasetFilterConfig = field(default_factory=DatasetFilterConfig)
     # Shuffle the training split with this seed (after the filters, before max_train_samples: a random sample).
     shuffle_seed: int | None = None
+    # Read the training split as a stream, never materialised (hfx/streaming.py): needs trainer.max_steps and an
+    # evaluation split or file of its own; max_train_samples takes the stream's first rows.
+    streaming: bool = False
+    # Streaming: training features are shuffled in a buffer of this many (0 = file order), seeded by shuffle_seed
+    # or trainer.seed.
+    shuffle_buffer: int = 10000
+    # Streaming: rows from the head of the stream that stand for the training split where all of it would be read
+    # (column and value checks, label names, training a tokenizer).
+    stream_head: int = 10000
 
 
 @dataclass

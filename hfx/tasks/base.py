@@ -63,6 +63,8 @@ class Task:
     head_modules: tuple[str, ...] = ()
     # True for encoder-decoder generation tasks: builds Seq2SeqTrainingArguments / Seq2SeqTrainer.
     seq2seq: bool = False
+    # True where `preprocess` also maps a stream (datasets.IterableDataset) lazily: dataset.streaming=true.
+    streaming: bool = False
 
     def auto_model_class(self) -> Any:
         raise NotImplementedError

@@ -19,7 +19,14 @@ from typing import Any, Optional
 from hfx.architectures import DECODER, ENCODER_DECODER, Architecture, architecture
 from hfx.data import require_columns
 from hfx.errors import HfxError
-from hfx.generation import generate, pad_or_eos, set_generation_defaults, token_weighted_loss, trainer_device
+from hfx.generation import (
+    generate,
+    pad_or_eos,
+    process_group,
+    set_generation_defaults,
+    token_weighted_loss,
+    trainer_device,
+)
 from hfx.labels import IGNORE_INDEX
 from hfx.tasks.base import TASKS, Evaluation, Task, TaskConfig, TaskSettings, prediction_count
 
@@ -69,6 +76,24 @@ def row_token_ids(texts: list[str], tokenizer: Any, rows: str) -> list[list[int]
     return [ids + [tokenizer.eos_token_id] for ids in tokenizer(texts, add_special_tokens=False)["input_ids"]]
 
 
+class StreamPacker:
+    """`pack` over a stream, one batch of rows at a time: each batch's tokens that do not fill a block wait for the
+    next batch, so the blocks are those `pack` cuts from the same rows. Index 0 (the stream read again: a new epoch,
+    a resumed run) starts empty."""
+
+    def __init__(self, block_size: int) -> None:
+        self.block_size, self.carry = block_size, []
+
+    def __call__(self, batch: dict[str, list[Any]], indices: list[int]) -> dict[str, list[Any]]:
+        if indices and indices[0] == 0:
+            self.carry = []
+        flat = self.carry + [t for seq in batch["ids"] for t in seq]
+        n = len(flat) // self.block_size
+        self.carry = flat[n * self.block_size:]
+        blocks = [flat[i * self.block_size: (i + 1) * self.block_size] for i in range(n)]
+        return {"input_ids": blocks, "labels": blocks, "length": [self.block_size] * n}
+
+
 @dataclass
 class PadToLongest:
     """Right-pads input_ids with pad_id and labels with -100; the attention mask hides the padding (pad may be EOS)."""
@@ -102,6 +127,7 @@ class CausalLM(Task):
     predict_fields = ("text",)
     peft_task_type = "CAUSAL_LM"
     head_modules = ()  # lm_head is pretrained or tied to the embeddings
+    streaming = True  # a stream is packed as it is read (StreamPacker)
 
     def auto_model_class(self) -> Any:
         from transformers import AutoModelForCausalLM
@@ -162,9 +188,16 @@ class CausalLM(Task):
 
         block_size, key = self._sequence_length(s)
         col, rows = s.columns.text, s.task.rows
+
+        def encode(b: dict[str, list[Any]]) -> dict[str, Any]:
+            return {"ids": row_token_ids([t or "" for t in b[col]], tokenizer, rows)}
+
+        if not hasattr(split, "_fingerprint"):  # a stream (dataset.streaming): packed lazily, in file order
+            ids = split.map(encode, batched=True, remove_columns=split.column_names)
+            return ids.map(StreamPacker(block_size), batched=True, with_indices=True, remove_columns=["ids"])
         split = file_order(split)
         ids = split.map(
-            lambda b: {"ids": row_token_ids([t or "" for t in b[col]], tokenizer, rows)},
+            encode,
             batched=True,
             remove_columns=split.column_names,
             keep_in_memory=True,
@@ -188,6 +221,9 @@ class CausalLM(Task):
         self, trainer: Any, features: Any, raw: Any, tokenizer: Any, s: TaskSettings, labels: list[str] | None
     ) -> Evaluation:
         model = trainer.model
+        # Under DDP each rank scores a share of the rows; FSDP / DeepSpeed gather weights inside every forward pass,
+        # so there every rank must run the same passes.
+        split = not (getattr(trainer, "is_fsdp_enabled", False) or getattr(trainer, "is_deepspeed_enabled", False))
         # Under mixed precision, accelerate has already wrapped model.forward in autocast.
         loss, n = token_weighted_loss(
             model,
@@ -195,10 +231,13 @@ class CausalLM(Task):
             self.collator(tokenizer, model, s),
             trainer.args.per_device_eval_batch_size,
             trainer_device(model),
+            split=split,
         )
         metrics = {"eval_loss": loss, "eval_perplexity": math.exp(min(loss, 700.0)), "eval_target_tokens": n}
         set_generation_defaults(model, tokenizer, s.task.max_new_tokens)
-        return Evaluation(metrics=metrics, predictions=self.samples(model, features, raw, tokenizer, s))
+        # Only rank 0 writes predictions.jsonl: under DDP the other ranks skip generating the same samples.
+        samples = self.samples(model, features, raw, tokenizer, s) if not split or process_group()[1] == 0 else []
+        return Evaluation(metrics=metrics, predictions=samples)
 
     def samples(
         self, model: Any, features: Any, raw: Any, tokenizer: Any, s: TaskSettings

@@ -138,11 +138,13 @@ class Seq2Seq(Task):
             sources = [t.source_prefix + (text or "") for text in column(batch, c.source)]
             # Sources stay as the tokenizer makes them: that is what the pipeline feeds the model later.
             enc = tokenizer(sources, truncation=True, max_length=max_source)
+            eos, start = target_marks(tokenizer)
+            # A leading start token is cut off below: room for one more token, so labels keep max_target.
             targets = tokenizer(
-                text_target=column(batch, c.target), truncation=True, max_length=max_target
+                text_target=column(batch, c.target), truncation=True, max_length=max_target + (start is not None)
             )
             enc["labels"] = [
-                with_eos(ids, tokenizer.eos_token_id, max_target) for ids in targets["input_ids"]
+                with_eos(ids[1:] if ids[:1] == [start] else ids, eos, max_target) for ids in targets["input_ids"]
             ]
             enc["length"] = [len(ids) for ids in enc["input_ids"]]
             return enc
@@ -150,10 +152,14 @@ class Seq2Seq(Task):
         return map_features(split, encode, train)
 
     def collator(self, tokenizer: Any, model: Any, s: TaskSettings) -> Any:
+        import warnings
+
         from transformers import DataCollatorForSeq2Seq
 
         # The first hook that sees the live model: generation settings must be on it before any evaluation.
         configure_generation(model, tokenizer, s.task)
+        # EncoderDecoderModel warns on every loss it computes from labels, which is the way it recommends.
+        warnings.filterwarnings("ignore", message="Version v4.12.0 introduces a better way", category=FutureWarning)
         return DataCollatorForSeq2Seq(tokenizer, model=model, label_pad_token_id=IGNORE_INDEX)
 
     def training_args(self, s: TaskSettings) -> dict[str, Any]:
@@ -194,6 +200,15 @@ def with_eos(ids: list[int], eos_id: int, max_length: int) -> list[int]:
     if ids and ids[-1] == eos_id:
         return list(ids)
     return list(ids[: max_length - 1]) + [eos_id]
+
+
+def target_marks(tokenizer: Any) -> tuple[int, int | None]:
+    """(the EOS that ends a target, a leading token to drop from it). A BERT tokenizer (no BOS / EOS, as in
+    bert2bert) wraps targets in [CLS] ... [SEP]: [SEP] ends them, and [CLS] is the decoder's start token, fed to
+    the decoder rather than predicted."""
+    if tokenizer.eos_token_id is not None or tokenizer.sep_token_id is None:
+        return tokenizer.eos_token_id, None
+    return tokenizer.sep_token_id, tokenizer.cls_token_id if tokenizer.bos_token_id is None else None
 
 
 def configure_generation(model: Any, tokenizer: Any, task: Any) -> None:

@@ -42,6 +42,7 @@ class SequenceClassification(Task):
     predict_fields = ("text", "text_pair")
     peft_task_type = "SEQ_CLS"
     head_modules = ("pooler", "classifier", "score", "pre_classifier")
+    streaming = True
 
     def auto_model_class(self) -> Any:
         from transformers import AutoModelForSequenceClassification
@@ -94,6 +95,11 @@ class SequenceClassification(Task):
             if unknown:
                 raise HfxError(f"dataset.columns.label: label '{unknown[0]}' is not one of the model's labels "
                                f"({', '.join(label_id)})")
+            # A streamed run knows its labels from the first rows: a later id beyond them is refused, not trained on.
+            beyond = [v for v in batch[c.label] if isinstance(v, int) and not 0 <= v < len(label_id)]
+            if beyond:
+                raise HfxError(f"dataset.columns.label: label {beyond[0]} is beyond the model's {len(label_id)} labels "
+                               f"({', '.join(label_id)}); name them all: dataset.label_names=[...]")
             enc["labels"] = [v if isinstance(v, int) else label_id[str(v)] for v in batch[c.label]]
             # Precomputed lengths let length-grouped sampling skip a pass over the data.
             enc["length"] = [len(ids) for ids in enc["input_ids"]]
@@ -103,11 +109,6 @@ class SequenceClassification(Task):
 
     def model_kwargs(self, labels: list[str] | None) -> dict[str, Any]:
         return label_maps(labels)
-
-    def training_args(self, s: TaskSettings) -> dict[str, Any]:
-        # Sequence-classification loss ignores num_items_in_batch, so token averaging across devices
-        # would log it about 2x too large under DDP.
-        return {"average_tokens_across_devices": False}
 
     def trainer_kwargs(self, tokenizer: Any, s: TaskSettings, labels: list[str] | None) -> dict[str, Any]:
         return {"compute_metrics": classification_metrics, "preprocess_logits_for_metrics": argmax_logits}

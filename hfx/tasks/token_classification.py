@@ -93,6 +93,7 @@ def _tag_names(labels: list[str] | None, tags: Sequence[Any]) -> list[str]:
 
 
 class TokenClassification(Task):
+    streaming = True  # its preprocessing maps row by row (map_features)
     name = "token_classification"
     pipeline_task = "token-classification"
     schema = TokenClassificationConfig
