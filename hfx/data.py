@@ -229,7 +229,11 @@ def require_values(raw: Any, cfg_keys: dict[str, str]) -> None:
             kinds = sorted({type(v).__name__ for split in raw.values() for v in split[head] if v is not None})
             raise HfxError(f"dataset.{key}: column '{head}' mixes value types ({', '.join(kinds)}); use one type")
         for what, split in raw.items():
-            missing = sum(v is None for v in split[head])
+            # Arrow's null count, no Python loop over the rows, where the table is the split as it is (not a
+            # selection of its rows through an indices mapping, nor a stream's head)
+            table = getattr(getattr(split, "data", None), "table", None)
+            whole = table is not None and getattr(split, "_indices", 0) is None and head in table.column_names
+            missing = table.column(head).null_count if whole else sum(v is None for v in split[head])
             if missing:
                 raise HfxError(f"dataset.{key}: column '{head}' has {missing} empty value(s) in the {what} data; "
                                "fill or drop those rows")
