@@ -274,11 +274,13 @@ def tokenize_splits(raw: Any, task: Any, tokenizer: Any, settings: Any, labels: 
     """Tokenize train and eval, reusing the cache when data, tokenizer and preprocessing settings are unchanged."""
     import datasets
 
+    from hfx.streaming import is_stream
+
     root = Path(os.path.expanduser(cache_dir)) / "features"
     out = {}
     for split_name, split in raw.items():
         train = split_name == "train"
-        if not hasattr(split, "_fingerprint"):  # a stream (dataset.streaming): mapped lazily as it is read, not cached
+        if is_stream(split):  # dataset.streaming: mapped lazily as it is read, not cached
             out[split_name] = task.preprocess(split, tokenizer, settings, labels, train)
             continue
         fp = features_fingerprint(split, tokenizer, settings, labels, train)
@@ -299,7 +301,9 @@ def tokenize_splits(raw: Any, task: Any, tokenizer: Any, settings: Any, labels: 
 def map_features(split: Any, encode: Any, train: bool, **kwargs: Any) -> Any:
     """Run a task's batched `encode` over a raw split, dropping the raw columns; hfx caches the result itself. A stream
     is mapped by the same `encode`, lazily (rows come out as the stream is read)."""
-    if not hasattr(split, "_fingerprint"):
+    from hfx.streaming import is_stream
+
+    if is_stream(split):
         return split.map(encode, batched=True, remove_columns=split.column_names, **kwargs)
     return split.map(encode, batched=True, remove_columns=split.column_names, keep_in_memory=True,
                      desc=f"tokenize {'train' if train else 'eval'}", **kwargs)

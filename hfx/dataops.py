@@ -309,11 +309,11 @@ def filter_tokens(raw: Any, dcfg: Any, tokenizer: Any, columns: Any) -> Any:
 
 def _filter(split: Any, where: str, step: str, key: str, fn: Any, heads: list[str], new_fingerprint: str | None = None,
             **kwargs: Any) -> Any:
-    if not hasattr(split, "_fingerprint"):  # a stream: filtered lazily as rows are read (nothing to count yet)
-        from hfx.streaming import filtered
+    from hfx.streaming import is_stream
 
+    if is_stream(split):  # filtered lazily as rows are read (nothing to count yet)
         log.info("data: %s: %s applies to the stream as it is read", where, step)
-        return filtered(split, fn, heads, kwargs)
+        return split.filter(fn, input_columns=heads, batched=True, fn_kwargs=kwargs)
     before = len(split)
     out = split.filter(fn, input_columns=heads, batched=True, fn_kwargs=kwargs, new_fingerprint=new_fingerprint,
                        desc=f"{step} ({where})")

@@ -91,6 +91,16 @@ def process_state() -> Any:
     return PartialState(cpu=not accelerated)
 
 
+def process_group() -> tuple[int, int]:
+    """(world size, rank) of the initialised torch.distributed group; (1, 0) without one."""
+    import torch
+
+    dist = torch.distributed
+    if not (dist.is_available() and dist.is_initialized()):
+        return 1, 0
+    return dist.get_world_size(), dist.get_rank()
+
+
 def launch_timestamp() -> float | None:
     """Start time of the launcher that spawned this rank (the same on every rank), so that all ranks of one
     `accelerate launch` / `torchrun` agree on one timestamped run directory."""

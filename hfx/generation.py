@@ -31,6 +31,8 @@ def token_weighted_loss(
     from torch.utils.data import DataLoader
 
     keep = [c for c in features.column_names if c in ("input_ids", "labels")]
+    from hfx.distributed import process_group
+
     ranks, rank = process_group() if split else (1, 0)
     rows = features.select_columns(keep)
     if ranks > 1:
@@ -55,16 +57,6 @@ def token_weighted_loss(
     if count == 0:
         raise HfxError("dataset: the evaluation split has no target tokens")
     return total / count, count
-
-
-def process_group() -> tuple[int, int]:
-    """(world size, rank) of the initialised torch.distributed group; (1, 0) without one."""
-    import torch
-
-    dist = torch.distributed
-    if not (dist.is_available() and dist.is_initialized()):
-        return 1, 0
-    return dist.get_world_size(), dist.get_rank()
 
 
 def generate(

@@ -113,11 +113,6 @@ def shuffled(features: Any, dcfg: Any, seed: int) -> Any:
                             buffer_size=dcfg.shuffle_buffer)
 
 
-def filtered(stream: Any, fn: Any, heads: list[str], kwargs: dict[str, Any]) -> Any:
-    """A data operation's filter function of columns (hfx/dataops.py) on a stream, lazily."""
-    return stream.filter(fn, input_columns=heads, batched=True, fn_kwargs=kwargs)
-
-
 def count(split: Any) -> str:
     """Rows of a split for the log: a number, or `streamed`."""
     return "streamed" if is_stream(split) else str(len(split))

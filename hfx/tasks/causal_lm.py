@@ -18,16 +18,11 @@ from typing import Any, Optional
 
 from hfx.architectures import DECODER, ENCODER_DECODER, Architecture, architecture
 from hfx.data import require_columns
+from hfx.distributed import process_group
 from hfx.errors import HfxError
-from hfx.generation import (
-    generate,
-    pad_or_eos,
-    process_group,
-    set_generation_defaults,
-    token_weighted_loss,
-    trainer_device,
-)
+from hfx.generation import generate, pad_or_eos, set_generation_defaults, token_weighted_loss, trainer_device
 from hfx.labels import IGNORE_INDEX
+from hfx.streaming import is_stream
 from hfx.tasks.base import TASKS, Evaluation, Task, TaskConfig, TaskSettings, prediction_count
 
 
@@ -192,7 +187,7 @@ class CausalLM(Task):
         def encode(b: dict[str, list[Any]]) -> dict[str, Any]:
             return {"ids": row_token_ids([t or "" for t in b[col]], tokenizer, rows)}
 
-        if not hasattr(split, "_fingerprint"):  # a stream (dataset.streaming): packed lazily, in file order
+        if is_stream(split):  # dataset.streaming: packed lazily, in file order
             ids = split.map(encode, batched=True, remove_columns=split.column_names)
             return ids.map(StreamPacker(block_size), batched=True, with_indices=True, remove_columns=["ids"])
         split = file_order(split)

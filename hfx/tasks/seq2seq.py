@@ -133,12 +133,12 @@ class Seq2Seq(Task):
     ) -> Any:
         c, t = s.columns, s.task
         max_source, max_target = s.max_length, t.max_target_length
+        eos, start = target_marks(tokenizer)
 
         def encode(batch: dict[str, list[Any]]) -> dict[str, Any]:
             sources = [t.source_prefix + (text or "") for text in column(batch, c.source)]
             # Sources stay as the tokenizer makes them: that is what the pipeline feeds the model later.
             enc = tokenizer(sources, truncation=True, max_length=max_source)
-            eos, start = target_marks(tokenizer)
             # A leading start token is cut off below: room for one more token, so labels keep max_target.
             targets = tokenizer(
                 text_target=column(batch, c.target), truncation=True, max_length=max_target + (start is not None)
