@@ -143,11 +143,16 @@ def resumable(trainer_cls: type) -> type:
         loss_before_session: float | None = None  # set from the checkpoint a run resumes from
 
         def _get_train_sampler(self, train_dataset: Any = None) -> Any:
-            sampler = super()._get_train_sampler(train_dataset)
-            if type(sampler) is not LengthGroupedSampler:
-                return sampler
-            seed = self.args.data_seed if self.args.data_seed is not None else self.args.seed
-            return EpochSeededSampler(sampler.batch_size, sampler.lengths, seed)
+            args = self.args
+            lengths = arrow_lengths(self.train_dataset if train_dataset is None else train_dataset,
+                                    self.processing_class) if args.train_sampling_strategy == "group_by_length" else None
+            if lengths is None:
+                sampler = super()._get_train_sampler(train_dataset)
+                if type(sampler) is not LengthGroupedSampler:
+                    return sampler
+                lengths = sampler.lengths
+            seed = args.data_seed if args.data_seed is not None else args.seed
+            return EpochSeededSampler(args.train_batch_size * args.gradient_accumulation_steps, lengths, seed)
 
         def _save_checkpoint(self, model: Any, trial: Any) -> None:
             # Before transformers' files: its trainer_state.json, written last, marks the checkpoint complete.
@@ -167,6 +172,19 @@ def resumable(trainer_cls: type) -> type:
 
     Resumable.__name__ = trainer_cls.__name__
     return Resumable
+
+
+def arrow_lengths(dataset: Any, processing_class: Any) -> list[int] | None:
+    """Each row's length as transformers' LengthGroupedSampler measures it (its model input's first name), read
+    from Arrow in one call: the sampler reads every row in Python instead (0.2 s for SST-2's 6,920 rows, before the
+    first step). None where that does not apply (a stream, a dataset without that column)."""
+    import datasets
+    import pyarrow.compute as pc
+
+    name = processing_class.model_input_names[0] if processing_class is not None else "input_ids"
+    if not isinstance(dataset, datasets.Dataset) or name not in dataset.column_names:
+        return None
+    return pc.list_value_length(dataset.with_format("arrow")[name]).to_pylist()
 
 
 def loss_before(checkpoint: Path) -> float | None:

@@ -77,10 +77,18 @@ def scrub_yaml(path: Path) -> None:
 
     if not path.is_file():
         return
+    import yaml
+
+    # Read with PyYAML's C loader to find out whether there is anything to redact (OmegaConf's loader takes 10x
+    # as long, several times per run); OmegaConf reads it again, the way it wrote it, only to rewrite it.
+    try:
+        data = yaml.load(path.read_text(), Loader=getattr(yaml, "CSafeLoader", yaml.SafeLoader))
+        if redact(data) == data:
+            return
+    except yaml.YAMLError:
+        pass
     data = OmegaConf.to_container(OmegaConf.load(path), resolve=False)
-    scrubbed = redact(data)
-    if scrubbed != data:
-        write_text(path, OmegaConf.to_yaml(OmegaConf.create(scrubbed)))
+    write_text(path, OmegaConf.to_yaml(OmegaConf.create(redact(data))))
 
 
 def scrub_hydra_dir(run_dir: Path) -> None:

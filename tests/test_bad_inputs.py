@@ -131,6 +131,8 @@ CASES = [
          ("tokenizer.max_length", "positive")),
     Case("batch-size-zero", "a batch size out of range", ("train", "trainer.per_device_train_batch_size=0"), 2,
          ("trainer.per_device_train_batch_size", "positive")),
+    Case("comma-value-without-m", "a sweep's values typed without -m", ("train", "trainer.learning_rate=1e-4,3e-4"), 2,
+         ("trainer.learning_rate=1e-4,3e-4", "add -m", "trainer.learning_rate=[1e-4,3e-4]")),
     Case("epochs-zero", "no epochs and no steps", ("train", "trainer.num_train_epochs=0"), 2,
          ("trainer.num_train_epochs", "positive")),
     Case("validation-split-out-of-range", "a fraction above 1", ("train", "dataset.validation_split=1.5"), 2,

@@ -91,3 +91,22 @@ def test_a_secret_typed_on_the_command_line_must_be_given_again_to_resume(tmp_pa
     with pytest.raises(UsageError, match=r"\+trainer.extra.hub_token held a secret.*give it again"):
         saved_overrides(tmp_path, "x", set())
     assert saved_overrides(tmp_path, "x", {"trainer.extra.hub_token"}) == ["model=tiny_bert"]
+
+
+def test_lengths_read_from_arrow_are_the_ones_transformers_sampler_measures() -> None:
+    import datasets
+    from transformers.trainer_pt_utils import LengthGroupedSampler
+
+    from hfx.checkpointing import arrow_lengths
+
+    class Tokenizer:
+        model_input_names = ["input_ids", "attention_mask"]
+
+    rows = {"input_ids": [[1] * (3 + i % 11) for i in range(60)], "labels": list(range(60))}
+    whole = datasets.Dataset.from_dict(rows)
+    picked = whole.shuffle(seed=3).select(range(0, 60, 2))  # rows through an indices mapping
+    for ds in (whole, picked, picked.with_format("torch")):
+        expected = LengthGroupedSampler(8, dataset=ds).lengths
+        assert arrow_lengths(ds, Tokenizer()) == expected == arrow_lengths(ds, None)
+    assert arrow_lengths(whole.remove_columns("input_ids"), Tokenizer()) is None
+    assert arrow_lengths(whole.to_iterable_dataset(), Tokenizer()) is None

@@ -129,3 +129,17 @@ def test_a_file_named_for_a_split_replaces_that_split_of_a_data_dir(tmp_path) ->
     assert builder == "csv"
     assert files == {"train": [str((tmp_path / "train.csv").resolve())], "validation": [str(other.resolve())]}
     assert len(load_splits(cfg.dataset, 42)["eval"]) == 6
+
+
+def test_tokenizer_fingerprint_ignores_calls_and_follows_the_vocabulary() -> None:
+    from hfx.data import tokenizer_fingerprint
+
+    tokenizer = _tokenizer()
+    before = tokenizer_fingerprint(tokenizer)
+    tokenizer(["a sentence", "another, longer sentence"], truncation=True, max_length=4, padding="max_length")
+    assert tokenizer_fingerprint(tokenizer) == before == tokenizer_fingerprint(_tokenizer())
+    tokenizer.add_tokens(["<prod>"])
+    assert tokenizer_fingerprint(tokenizer) != before
+    lowered = _tokenizer()
+    lowered.backend_tokenizer.normalizer = None
+    assert tokenizer_fingerprint(lowered) != before

@@ -36,11 +36,14 @@ def main(args: list[str]) -> None:
 
         check.main([a for a in args if a != "--dry-run"])
         return
-    if not set(args) & INFO_FLAGS and not launched_by_hfx():  # hfx's own ranks: checked where they were launched
+    checked_here = not set(args) & INFO_FLAGS and not launched_by_hfx()  # hfx's ranks: checked by their launcher
+    if checked_here:
         from hfx.resume import resume_args
 
         args = resume_args(args)  # resume=<run dir>|auto: that run's overrides, checked, in its directory
-        # Every config error is reported before a run directory exists.
+    if not any(a.startswith("-") for a in args) and run_once(shared_run_dir(args), checked_here):
+        return
+    if checked_here:  # every config error is reported before a run directory exists
         cfg = validate("train", args, check_composed, sweep=bool(set(args) & MULTIRUN_FLAGS))
         if cfg.launch.get("print_only"):  # each machine's command; nothing runs
             from hfx.launch import print_plan
@@ -52,6 +55,29 @@ def main(args: list[str]) -> None:
 
     if message := failed_jobs_error():  # a sweep ran every job; some failed
         raise HfxError(message)
+
+
+def run_once(args: list[str], check: bool) -> bool:
+    """A single run (no Hydra flag): composed once, checked (before a run directory exists) and run. False when the
+    config asks for a sweep itself (an hparams_search), which goes through Hydra's main."""
+    from hfx.commands.job import job_config, run_composed, single_run
+    from hfx.config.compose import check_composed, checked, drop_option_files, usage_errors, user_overrides
+
+    with single_run("train", args) as cfg:
+        if cfg is None:
+            return False
+        if check:
+            with usage_errors():
+                job = job_config(cfg)
+                drop_option_files(job, user_overrides(args))
+                checked(job, check_composed)
+            if job.launch.get("print_only"):  # each machine's command; nothing runs
+                from hfx.launch import print_plan
+
+                print_plan(args)
+                return True
+        run_composed("train", cfg, train_job)
+    return True
 
 
 def train_job(cfg: DictConfig, run_path: Path) -> float | None:

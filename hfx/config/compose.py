@@ -4,6 +4,7 @@ composition error translated into one line. Nothing heavy is imported until the 
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import re
 from collections.abc import Iterator
@@ -291,17 +292,28 @@ def check_flags(args: list[str]) -> None:
 
 def validate(config_name: str, args: list[str], check: Any = None, sweep: bool = False) -> Any:
     """Compose and check the config of a command line; any fault becomes an HfxError with one line."""
-    overrides = user_overrides(args)
-    if sweep:
-        overrides = first_of_each_sweep(overrides)
-    try:
+    with usage_errors():
+        overrides = user_overrides(args)
+        if sweep:
+            overrides = first_of_each_sweep(overrides)
         check_flags(args)
         refuse_instantiate_overrides(args)
-        cfg = compose(config_name, overrides)
-        refuse_import_paths(cfg)
-        if check:
-            check(cfg)
-        return cfg
+        return checked(compose(config_name, overrides), check)
+
+
+def checked(cfg: Any, check: Any = None) -> Any:
+    """A composed config (without its `hydra` node) past the checks every command makes, and the command's own."""
+    refuse_import_paths(cfg)
+    if check:
+        check(cfg)
+    return cfg
+
+
+@contextlib.contextmanager
+def usage_errors() -> Iterator[None]:
+    """hfx's own errors and Hydra / OmegaConf composition errors, raised inside, as one-line UsageErrors."""
+    try:
+        yield
     except HfxError as e:
         raise UsageError(str(e)) from e
     except Exception as e:  # a Hydra / OmegaConf composition error
@@ -359,6 +371,11 @@ def explain_config_error(ex: BaseException) -> str:
         elif obj is dict and parent:  # a free-form section (model.config, trainer.extra): new keys take a '+'
             hint = f" (a new key there: +{key}=...)"
         return f"unknown key '{key}' in {where}{hint}"
+    m = re.match(r"Ambiguous value for argument '([^=]+)=(.*)'", str(ex))
+    if m:  # a comma in a value of a single run: Hydra reads it as a sweep
+        key, value = m.groups()
+        return (f"{key}={value}: a comma-separated value is a sweep; add -m to run one job per value, write "
+                f"{key}=[{value}] for a list, or quote it for one string: {key}=\"'{value}'\"")
     first = str(ex).strip().splitlines()[0] if str(ex).strip() else type(ex).__name__
     return first
 
