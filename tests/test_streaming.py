@@ -30,16 +30,31 @@ def compose(*overrides: str, check: bool = False):
     return validate("train", list(overrides), check_composed if check else None)
 
 
-@pytest.mark.parametrize("task", ["sequence_classification", "causal_lm"])
+TASK_ARGS = {
+    "sequence_classification": [*TINY, "dataset=sst2"],
+    "masked_lm": [*TINY, "task=masked_lm", "dataset=sst2", "task.block_size=24"],
+    "translation": [*TINY, "model=tiny_bart", "tokenizer=bpe", "tokenizer.vocab_size=600", "task=translation",
+                    "dataset=multi30k"],
+    "question_answering": [*TINY, "task=question_answering", "dataset=squad", "tokenizer.max_length=128",
+                           "task.doc_stride=32"],
+    "sft": ["task=sft", "dataset=alpaca", "model=tiny_gpt2", "tokenizer=bpe", "tokenizer.vocab_size=1000",
+            "tokenizer.max_length=64", "peft=none", "logger=none"],
+}
+
+
+@pytest.mark.parametrize("task", [*TASK_ARGS, "causal_lm"])
 def test_a_stream_is_preprocessed_into_the_features_of_the_materialised_split(task, tmp_path) -> None:
     """One encoding path: the streamed rows (file order, no shuffle buffer) come out as the same features, causal
-    LM blocks included (packing carries a batch's remainder into the next)."""
+    LM blocks included (packing carries a batch's remainder into the next), masked LM blocks (cut 1000 rows at a
+    time either way) and question answering's windows (several per row) too: every task trains from a stream."""
     from hfx.stages import prepare_data
 
     if task == "causal_lm":
         args = [*GPT2, *text_files(tmp_path)]
     else:
-        args = [*TINY, "dataset=sst2", f"dataset.data_dir={shared('sst2')}", "dataset.max_eval_samples=16",
+        data = shared({"masked_lm": "sst2", "sequence_classification": "sst2", "translation": "multi30k",
+                       "question_answering": "squad", "sft": "alpaca"}[task])
+        args = [*TASK_ARGS[task], f"dataset.data_dir={data}", "dataset.max_eval_samples=16",
                 "dataset.max_train_samples=2400"]
     args.append(f"cache_dir={tmp_path / 'cache'}")
     whole = prepare_data(compose(*args))
@@ -182,7 +197,6 @@ def test_a_stream_trains_under_two_process_ddp(cache, tmp_path) -> None:
     (["dataset=tiny_shakespeare", "task=causal_lm"], ["dataset.validation_split", "dataset.data_files.validation"]),
     (["dataset.filter.dedupe=text"], ["dataset.filter.dedupe", "whole training split"]),
     (["dataset.keep_labels=[positive]"], ["dataset.keep_labels"]),
-    (["task=masked_lm"], ["dataset.streaming", "masked_lm"]),
     (["dataset.shuffle_buffer=-1"], ["dataset.shuffle_buffer", ">= 0"]),
     ([f"dataset.data_files.train={SHARED_DATA / 'sst2' / 'train.csv'}"], ["dataset.streaming: no 'validation' file"]),
 ])
@@ -193,3 +207,13 @@ def test_what_a_stream_cannot_do_is_refused_while_composing(overrides, needles) 
         compose(*TINY, "dataset.streaming=true", "trainer.max_steps=4", *overrides, check=True)
     message = str(e.value)
     assert "\n" not in message and all(n in message for n in needles), message
+
+
+@pytest.mark.slow
+def test_question_answering_trains_from_a_stream_of_windows(cache, tmp_path) -> None:
+    run = tmp_path / "run"
+    metrics = train_ok(run, *TASK_ARGS["question_answering"], f"dataset.data_dir={shared('squad')}", *STREAM,
+                       "dataset.max_eval_samples=16", "trainer.per_device_train_batch_size=8", cache=cache)
+    assert metrics["world_size"] == 1 and {"eval_exact_match", "eval_f1", "eval_loss"} <= set(metrics)
+    assert "streamed train" in (run / "train.log").read_text()
+    assert len((run / "predictions.jsonl").read_text().splitlines()) == 16

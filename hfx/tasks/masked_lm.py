@@ -9,7 +9,7 @@ from dataclasses import dataclass
 from typing import Any, Optional
 
 from hfx.architectures import ENCODER, Architecture
-from hfx.data import require_columns
+from hfx.data import map_features, require_columns
 from hfx.errors import HfxError
 from hfx.labels import IGNORE_INDEX
 from hfx.metrics.perplexity import masked_lm_metrics, masked_nll, masked_token_scores
@@ -97,6 +97,8 @@ class MaskedLM(Task):
     # A new MLM head (the packaged MiniLM has none) must train in full under LoRA: bert `cls`, roberta
     # `lm_head`, distilbert `vocab_*`.
     head_modules = ("cls", "lm_head", "vocab_transform", "vocab_layer_norm", "vocab_projector")
+    # A stream is tokenized (and cut into blocks, 1000 rows at a time as the materialised map does) as it is read.
+    streaming = True
     peft_task_type = None
 
     def auto_model_class(self) -> Any:
@@ -181,13 +183,7 @@ class MaskedLM(Task):
             ]
             return {"input_ids": [r[0] for r in rows], "labels": [r[1] for r in rows]}
 
-        out = split.map(
-            encode,
-            batched=True,
-            remove_columns=split.column_names,
-            keep_in_memory=True,
-            desc=f"tokenize {'train' if train else 'eval'}",
-        )
+        out = map_features(split, encode, train)
         if not train:
             out = out.map(
                 premask, batched=True, with_indices=True, keep_in_memory=True, desc="mask eval (seeded)"

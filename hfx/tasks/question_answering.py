@@ -233,6 +233,7 @@ class QuestionAnswering(Task):
     predict_fields = ("question", "context")
     peft_task_type = "QUESTION_ANS"
     head_modules = ("qa_outputs",)
+    streaming = True  # a batch of rows maps to its windows (map_features); evaluation stays materialised
 
     def auto_model_class(self) -> Any:
         from transformers import AutoModelForQuestionAnswering

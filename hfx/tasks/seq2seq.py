@@ -88,6 +88,7 @@ class Seq2Seq(Task):
     peft_task_type = "SEQ_2_SEQ_LM"
     head_modules = ()
     seq2seq = True
+    streaming = True  # its preprocessing maps row by row (map_features)
 
     def pipeline_name(self, s: TaskSettings) -> str:
         return FLAVOURS[s.task.metric]
