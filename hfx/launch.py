@@ -246,12 +246,17 @@ def mixed_precision(cfg: DictConfig, here: bool = True) -> str:
     return chosen
 
 
-def apply_mixed_precision(cfg: DictConfig) -> None:
-    """An explicit launch.mixed_precision becomes trainer.bf16 / trainer.fp16, which the Trainer reads."""
+def apply_launch_settings(cfg: DictConfig) -> None:
+    """What the launch choice decides for the trainer: an explicit launch.mixed_precision becomes trainer.bf16 /
+    trainer.fp16, which the Trainer reads; under launch=fsdp, trainer.activation_checkpointing becomes FSDP's own
+    (launch.activation_checkpointing: the trainer's would add an all-gather to every backward pass)."""
     chosen = cfg.launch.mixed_precision
     if chosen is not None:
         mixed_precision(cfg)
         cfg.trainer.bf16, cfg.trainer.fp16 = chosen == "bf16", chosen == "fp16"
+    if cfg.launch.name == "fsdp" and cfg.trainer.activation_checkpointing:
+        log.info("launch=fsdp: activation checkpointing by FSDP (launch.activation_checkpointing), not the trainer")
+        cfg.launch.activation_checkpointing, cfg.trainer.activation_checkpointing = True, False
 
 
 # --- the accelerate config and the commands --------------------------------------------------------------------

@@ -75,6 +75,24 @@ def test_fsdp_config_builds_accelerates_fsdp_plugin(tmp_path) -> None:
         ("1", "HYBRID_SHARD", "true")
 
 
+def test_under_fsdp_the_trainers_activation_checkpointing_is_fsdps_own(tmp_path) -> None:
+    """transformers: the trainer's activation checkpointing under FSDP adds an all-gather to each backward pass."""
+    from accelerate.utils import FullyShardedDataParallelPlugin, patch_environment
+
+    from hfx.launch import apply_launch_settings
+    from hfx.trainer import training_arguments
+
+    cfg = generated("launch=fsdp", "trainer.activation_checkpointing=true")
+    apply_launch_settings(cfg)
+    _, env = accelerate_reads(accelerate_config(cfg), tmp_path)
+    with patch_environment(**{k: v for k, v in env.items() if k.startswith("FSDP_")}):
+        assert FullyShardedDataParallelPlugin().activation_checkpointing is True
+    assert training_arguments(cfg, {}, tmp_path, []).activation_checkpointing is False
+    ddp = generated("launch=ddp", "trainer.activation_checkpointing=true")
+    apply_launch_settings(ddp)  # DDP has no checkpointing of its own: the trainer keeps it
+    assert training_arguments(ddp, {}, tmp_path, []).activation_checkpointing is True
+
+
 @pytest.mark.parametrize("stage", [2, 3])
 def test_deepspeed_config_builds_accelerates_deepspeed_plugin(stage: int, tmp_path) -> None:
     from accelerate.utils import DeepSpeedPlugin, patch_environment

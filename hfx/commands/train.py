@@ -85,14 +85,14 @@ def train_job(cfg: DictConfig, run_path: Path) -> float | None:
 
     from hfx.config.compose import drop_option_files
     from hfx.distributed import frozen_config
-    from hfx.launch import apply_mixed_precision, launch, needs_launch
+    from hfx.launch import apply_launch_settings, launch, needs_launch
     from hfx.sweeps import limit_threads, objective_value
 
     overrides = list(HydraConfig.get().overrides.task)
     drop_option_files(cfg, overrides)
     limit_threads(HydraConfig.get())  # parallel jobs of a sweep share the machine's cores
     cfg = frozen_config(cfg)  # a rank hfx launched: the launching process's resolved config
-    apply_mixed_precision(cfg)
+    apply_launch_settings(cfg)
     # launch=ddp / fsdp / ...: this job again under accelerate launch, on this config (hfx/launch.py)
     metrics = launch(cfg, run_path, overrides) if needs_launch(cfg) else train(cfg, run_path)
     # Sweepers (Optuna) read the objective from the job's return value: optimized_metric, else
