@@ -217,3 +217,22 @@ def test_question_answering_trains_from_a_stream_of_windows(cache, tmp_path) -> 
     assert metrics["world_size"] == 1 and {"eval_exact_match", "eval_f1", "eval_loss"} <= set(metrics)
     assert "streamed train" in (run / "train.log").read_text()
     assert len((run / "predictions.jsonl").read_text().splitlines()) == 16
+
+
+@pytest.mark.slow
+def test_a_dataset_repository_streams_through_the_hub_branch(cache, tmp_path) -> None:
+    """No hub here: a folder laid out as a dataset repository (train.csv, validation.csv) named by dataset.path goes
+    through load_dataset's repository resolution, as a hub id does, and hfx's hub branch: both splits streamed,
+    the eval split's first max_eval_samples rows materialised."""
+    repo = tmp_path / "repo"
+    repo.mkdir()
+    for split, rows in (("train", 300), ("validation", 40)):
+        lines = (shared("sst2") / f"{split}.csv").read_text().splitlines(keepends=True)
+        (repo / f"{split}.csv").write_text("".join(lines[:rows + 1]))
+    run = tmp_path / "run"
+    metrics = train_ok(run, *TINY, "dataset=sst2", f"dataset.path={repo}", *STREAM, "dataset.max_eval_samples=16",
+                       cache=cache)
+    assert "eval_accuracy" in metrics
+    log = (run / "train.log").read_text()
+    assert "train: streamed (1 shard(s)); validation: 16 rows" in log
+    assert len((run / "predictions.jsonl").read_text().splitlines()) == 16
