@@ -84,6 +84,31 @@ def check_attention(cfg: DictConfig) -> None:
                            "use sdpa")
 
 
+def check_compile(tcfg: DictConfig) -> None:
+    """trainer.torch_compile where torch's inductor cannot build kernels: it needs a C++ compiler on a CPU (torch's
+    own search: $CXX, else g++) and Triton on a CUDA GPU. Otherwise torch fails at the first step, after the data and
+    the model are ready, with an error that names no key."""
+    backend = (tcfg.extra or {}).get("torch_compile_backend") or "inductor"
+    if not tcfg.torch_compile or backend != "inductor":
+        return
+    if on_cpu(tcfg):
+        from torch._inductor import exc
+        from torch._inductor.cpp_builder import get_cpp_compiler
+
+        try:
+            get_cpp_compiler()
+        except exc.InvalidCxxCompiler as e:
+            raise HfxError("trainer.torch_compile: compiling for the CPU needs a C++ compiler and none was found "
+                           f"(torch looks for $CXX, else g++: {os.environ.get('CXX', 'g++')}); install one, point "
+                           "CXX at it, or set trainer.torch_compile=false") from e
+        return
+    from torch.utils._triton import has_triton
+
+    if not has_triton():
+        raise HfxError("trainer.torch_compile: compiling for a CUDA GPU needs Triton (pip install triton), which is "
+                       "not installed; or set trainer.torch_compile=false")
+
+
 def data_workers(tcfg: DictConfig) -> dict[str, Any]:
     """trainer.dataloader_num_workers, with null resolved (see the schema)."""
     if tcfg.dataloader_num_workers is not None:

@@ -240,10 +240,11 @@ def check_training_arguments(cfg: Any, task: Any) -> None:
     from pathlib import Path
 
     from hfx.tasks import task_settings
-    from hfx.trainer import check_attention, training_arguments, use_bf16
+    from hfx.trainer import check_attention, check_compile, training_arguments, use_bf16
 
     use_bf16(cfg.trainer)  # fp16 without a GPU: hfx's own line
     check_attention(cfg)
+    check_compile(cfg.trainer)
     if cfg.trainer.extra:
         import dataclasses
 
