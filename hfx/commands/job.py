@@ -72,8 +72,11 @@ def job_config(cfg: Any) -> Any:
 def run_composed(config_name: str, cfg: Any, job: Job) -> None:
     """job(cfg, output_dir) on a config from single_run, as Hydra's run mode runs it (Hydra.run): Hydra's logging,
     the callbacks, then hydra.core.utils.run_job (run dir, .hydra/*.yaml, job logging), without composing again."""
+    from hydra._internal.callbacks import Callbacks
+    from hydra.core.global_hydra import GlobalHydra
     from hydra.core.utils import configure_log
-    from hydra.types import RunMode
+    from hydra.core.utils import run_job as run_hydra_job
+    from hydra.types import HydraContext, RunMode
     from omegaconf import read_write
 
     with read_write(cfg.hydra):
@@ -85,24 +88,15 @@ def run_composed(config_name: str, cfg: Any, job: Job) -> None:
     # (0.24 s -> 0.03 s). Unfrozen when it ends, so a caller running another job in this process loses nothing.
     gc.freeze()
     try:
-        _run_composed(config_name, cfg, job)
+        callbacks = Callbacks(cfg)
+        callbacks.on_run_start(config=cfg, config_name=config_name)
+        context = HydraContext(config_loader=GlobalHydra.instance().config_loader(), callbacks=callbacks)
+        ret = run_hydra_job(hydra_context=context, task_function=_guarded(job), config=cfg,
+                            job_dir_key="hydra.run.dir", job_subdir_key=None)
+        callbacks.on_run_end(config=cfg, config_name=config_name, job_return=ret)
+        _ = ret.return_value  # the job's exception, if it raised one (HYDRA_FULL_ERROR=1)
     finally:
         gc.unfreeze()
-
-
-def _run_composed(config_name: str, cfg: Any, job: Job) -> None:
-    from hydra._internal.callbacks import Callbacks
-    from hydra.core.global_hydra import GlobalHydra
-    from hydra.core.utils import run_job as run_hydra_job
-    from hydra.types import HydraContext
-
-    callbacks = Callbacks(cfg)
-    callbacks.on_run_start(config=cfg, config_name=config_name)
-    ret = run_hydra_job(hydra_context=HydraContext(config_loader=GlobalHydra.instance().config_loader(),
-                                                   callbacks=callbacks),
-                        task_function=_guarded(job), config=cfg, job_dir_key="hydra.run.dir", job_subdir_key=None)
-    callbacks.on_run_end(config=cfg, config_name=config_name, job_return=ret)
-    _ = ret.return_value  # the job's exception, if it raised one (HYDRA_FULL_ERROR=1)
 
 
 def _guarded(job: Job) -> Callable[[Any], Any]:

@@ -45,10 +45,7 @@ def main(args: list[str]) -> None:
         return
     if checked_here:  # every config error is reported before a run directory exists
         cfg = validate("train", args, check_composed, sweep=bool(set(args) & MULTIRUN_FLAGS))
-        if cfg.launch.get("print_only"):  # each machine's command; nothing runs
-            from hfx.launch import print_plan
-
-            print_plan(args)
+        if printed_plan(cfg, args):
             return
     run_job("train", shared_run_dir(args), train_job)
     from hfx.sweeps import failed_jobs_error
@@ -71,12 +68,19 @@ def run_once(args: list[str], check: bool) -> bool:
                 job = job_config(cfg)
                 drop_option_files(job, user_overrides(args))
                 checked(job, check_composed)
-            if job.launch.get("print_only"):  # each machine's command; nothing runs
-                from hfx.launch import print_plan
-
-                print_plan(args)
+            if printed_plan(job, args):
                 return True
         run_composed("train", cfg, train_job)
+    return True
+
+
+def printed_plan(cfg: DictConfig, args: list[str]) -> bool:
+    """launch.print_only: each machine's command printed; nothing runs."""
+    if not cfg.launch.get("print_only"):
+        return False
+    from hfx.launch import print_plan
+
+    print_plan(args)
     return True
 
 
