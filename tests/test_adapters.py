@@ -219,7 +219,7 @@ def test_dry_run_builds_every_method_on_the_meta_device() -> None:
             assert 0 < wrapped.get_nb_trainable_parameters()[0]
 
 
-@pytest.mark.slow
+@pytest.mark.extended  # about 25-30 s; out of CI, which measured 19:28 with it
 def test_prompt_tuned_minilm_is_served_and_evaluated_as_it_ended_training(cache, tmp_path) -> None:
     """Pretrained base: the run saves the adapter (prompts, pooler, classifier) and refers to the base; predict and
     evaluate load both and give the run's own predictions and loss."""

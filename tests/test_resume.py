@@ -133,7 +133,7 @@ def test_resume_names_what_is_not_a_run(cache, tmp_path) -> None:
     assert_one_line_error(r, "resume=auto: no unfinished run of experiment 'never_run_here'")
 
 
-@pytest.mark.slow
+@pytest.mark.extended  # about 25-30 s; out of CI, which measured 19:28 with it
 def test_resume_auto_picks_the_newest_unfinished_run(cache, tmp_path) -> None:
     # Two runs of one experiment stopped before their models were saved (a zero-step budget would finish them).
     runs = tmp_path / "runs" / "autoexp"
